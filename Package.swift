@@ -1,0 +1,77 @@
+// swift-tools-version: 6.1
+//
+// Punch: direct, encrypted connections between programs behind NATs.
+// The module layering follows ARCHITECTURE.md: PunchWire <- PunchCrypto <- ... <- Punch <- punch.
+
+import PackageDescription
+
+let package = Package(
+    name: "Punch",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Punch", targets: ["Punch"]),
+        .library(name: "PunchWire", targets: ["PunchWire"]),
+        .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
+        .executable(name: "punch", targets: ["punch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
+    ],
+    targets: [
+        // Pure codecs: varint, multiaddr, STUN, libp2p protobuf messages. No I/O.
+        .target(
+            name: "PunchWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // Identity keys, PeerIDs, signed envelopes. No network I/O (the key file is its only file access).
+        .target(
+            name: "PunchCrypto",
+            dependencies: [
+                "PunchWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The umbrella library a user imports.
+        .target(
+            name: "Punch",
+            dependencies: ["PunchWire", "PunchCrypto"]
+        ),
+        .executableTarget(
+            name: "punch",
+            dependencies: [
+                "Punch",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchWireTests",
+            dependencies: [
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchCryptoTests",
+            dependencies: ["PunchCrypto", "PunchWire"]
+        ),
+        // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.
+        .testTarget(
+            name: "PunchInteropTests",
+            dependencies: [
+                "Punch",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,70 @@
+/// An error from one of PunchWire's decoders or encoders.
+///
+/// Compare errors by ``code``: the ``message`` is for people and may change between releases.
+/// New codes may be added in any release, so a `switch` over codes needs a `default` branch.
+///
+/// ```swift
+/// do { _ = try Multiaddr("/ip4/1.2.3.4/tcp/x") }
+/// catch let error as WireError where error.code == .malformedValue { print(error) }
+/// ```
+public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// A stable identifier for the kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The code's stable name, for logs and JSON.
+        public let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        // Varint (multiformats unsigned-varint).
+        /// A varint longer than 9 bytes, or with a value above 2^63 - 1.
+        public static let varintOverflow = Code("varintOverflow")
+        /// A varint with a redundant trailing zero group (the spec requires minimal encoding).
+        public static let varintNotMinimal = Code("varintNotMinimal")
+
+        // Framing and lengths, shared by every decoder.
+        /// Input ended inside a value whose length was already known (for whole-message decoders).
+        public static let truncated = Code("truncated")
+        /// A declared length is larger than the configured or protocol maximum.
+        public static let tooLarge = Code("tooLarge")
+        /// Bytes were left over after a value that must fill its input exactly.
+        public static let trailingBytes = Code("trailingBytes")
+
+        // Multiaddr.
+        /// A protocol code or name that Punch does not know.
+        public static let unknownProtocol = Code("unknownProtocol")
+        /// A protocol value that does not parse (bad IP, port out of range, bad PeerID bytes, ...).
+        public static let malformedValue = Code("malformedValue")
+        /// A multiaddr text form that is not `/name/value/...`.
+        public static let malformedText = Code("malformedText")
+
+        // STUN.
+        /// Not a STUN message (bad leading bits, magic cookie or length alignment).
+        public static let notSTUN = Code("notSTUN")
+        /// A STUN attribute with a value that does not parse.
+        public static let malformedAttribute = Code("malformedAttribute")
+        /// FINGERPRINT does not match the message.
+        public static let badFingerprint = Code("badFingerprint")
+        /// MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 does not match the message.
+        public static let badIntegrity = Code("badIntegrity")
+
+        // Protobuf messages.
+        /// A protobuf message that does not decode, or lacks a required field.
+        public static let malformedProtobuf = Code("malformedProtobuf")
+    }
+
+    /// What kind of failure this is; stable across releases.
+    public let code: Code
+    /// What happened, in words, including what to do about it where that is not obvious.
+    public let message: String
+
+    /// Creates an error. Decoders in this module are the usual source.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+
+    public static func == (lhs: WireError, rhs: WireError) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+}
