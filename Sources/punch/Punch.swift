@@ -6,7 +6,11 @@ struct PunchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "punch",
         abstract: "Direct, encrypted connections between programs behind NATs.",
+        discussion: """
+            Punch speaks the libp2p protocols (Noise, yamux, Circuit Relay v2, DCUtR) and the IETF's \
+            (STUN, NAT-PMP, PCP, UPnP-IGD). Every command takes --json for one JSON object per line.
+            """,
         version: PunchVersion.current,
-        subcommands: []
+        subcommands: [IdentityCommand.self]
     )
 }
