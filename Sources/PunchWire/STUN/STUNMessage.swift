@@ -78,10 +78,13 @@ public struct STUNMessage: Hashable, Sendable {
     /// locally or changed after decoding.
     public var receivedBytes: [UInt8]? { received?.bytes }
 
+    /// Whether two messages have the same type, transaction ID and attributes; how they were
+    /// received does not matter.
     public static func == (lhs: STUNMessage, rhs: STUNMessage) -> Bool {
         lhs.type == rhs.type && lhs.transactionID == rhs.transactionID && lhs.attributes == rhs.attributes
     }
 
+    /// Hashes type, transaction ID and attributes, consistently with `==`.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(type)
         hasher.combine(transactionID)
