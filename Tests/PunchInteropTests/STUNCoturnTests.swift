@@ -36,16 +36,8 @@ import Testing
 
     // MARK: - Harness
 
-    static let notInstalled = "coturn's turnserver not found; run scripts/test, which installs it"
-
     struct Failure: Error, CustomStringConvertible {
         var description: String
-    }
-
-    static func findTurnserver() -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
-        return directories.map { $0 + "/turnserver" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     /// A UDP port that was free a moment ago: bind to port 0, read the port, close.
@@ -59,7 +51,7 @@ import Testing
     /// Runs `body` with a started turnserver and a client socket; stops the server afterwards,
     /// also when `body` throws. On failure the server's log is attached to the error.
     static func withTurnserver(_ body: (SocketAddress, STUNClient) async throws -> Void) async throws {
-        guard let executable = findTurnserver() else { throw Failure(description: notInstalled) }
+        let executable = try ExternalTools.system("turnserver", package: "coturn")
         let port = try await freeUDPPort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-coturn-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
