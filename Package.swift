@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Punch", targets: ["Punch"]),
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
+        .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
     dependencies: [
@@ -44,6 +45,12 @@ let package = Package(
         .target(
             name: "Punch",
             dependencies: ["PunchWire", "PunchCrypto"]
+        ),
+        // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
+        // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
+        .target(
+            name: "PunchLab",
+            resources: [.copy("Scripts")]
         ),
         .executableTarget(
             name: "punch",
