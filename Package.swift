@@ -56,6 +56,7 @@ let package = Package(
             name: "punch",
             dependencies: [
                 "Punch",
+                "PunchLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
