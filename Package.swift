@@ -72,6 +72,12 @@ let package = Package(
             name: "PunchCryptoTests",
             dependencies: ["PunchCrypto", "PunchWire"]
         ),
+        // Self-tests of the NAT lab: every NAT personality measured, the punch matrices, impairment,
+        // port mapping, teardown. Needs root.
+        .testTarget(
+            name: "PunchLabTests",
+            dependencies: ["PunchLab"]
+        ),
         // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.
         .testTarget(
             name: "PunchInteropTests",
