@@ -126,6 +126,7 @@ extension NATLab {
     /// on 203.0.113.10:7000. Returns once it listens. Does nothing if it already runs.
     public func startProbeServer() throws {
         if isRunning("probe-server") { return }
+        _ = try SystemCommand.locate("python3")
         try startService("probe-server", on: .srv, [
             LabScripts.python, LabScripts.probeServer,
             "--primary", LabAddress.server, "--alternate", LabAddress.alternateServer,
@@ -148,6 +149,7 @@ extension NATLab {
     func startDelay(_ router: LabRouter, _ options: NATOptions) throws {
         let name = "delay-\(router.rawValue)"
         _ = try SystemCommand.locate("iptables")
+        _ = try SystemCommand.locate("python3")
         try startService(name, on: router.host, [
             LabScripts.python, LabScripts.delayProgram, "--queue", "0",
             "--delay-ms", "\(options.delayMilliseconds)", "--jitter-ms", "\(options.jitterMilliseconds)",

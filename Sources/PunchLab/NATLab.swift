@@ -10,10 +10,10 @@ import Darwin
 /// public server, for tests and demos. Linux only; needs root.
 ///
 /// ```
-///            h1 10.0.1.2 ─┐                              ┌─ h2 10.0.2.2
-///           h1b 10.0.1.3 ─┤ lan  r1  wan ── inet ── wan  r2  lan ├
-///                        10.0.1.1  203.0.113.1 │ 203.0.113.2  10.0.2.1
-///                                             srv 203.0.113.10, 203.0.113.11
+///  h1  10.0.1.2 ──┐                                                  ┌── h2 10.0.2.2
+///  h1b 10.0.1.3 ──┴ lan 10.0.1.1 [r1] wan 203.0.113.1 ── inet ── wan 203.0.113.2 [r2] lan 10.0.2.1
+///                                                         │
+///                                          srv 203.0.113.10, 203.0.113.11
 /// ```
 ///
 /// Each namespace is named ``prefix`` plus the ``LabHost`` name. Each router's NAT behaviour

@@ -54,10 +54,10 @@ struct LabExecCommand: ParsableCommand {
             if output.status != 0 { throw ExitCode(output.status) }
             return
         }
-        let ip = "/usr/sbin/ip"
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/ip"
         let arguments = ["ip", "netns", "exec", lab.namespace(host)] + command
         let cArguments = arguments.map { strdup($0) } + [nil]
-        execv(FileManager.default.isExecutableFile(atPath: ip) ? ip : "/sbin/ip", cArguments)
+        execv(ip, cArguments)
         let reason = String(cString: strerror(errno))
         throw CommandFailure.report(LabError(.commandFailed, "cannot run ip netns exec: \(reason)"), json: false)
     }

@@ -17,7 +17,7 @@ final class PipeReader: @unchecked Sendable {
     private var lines: [String] = []
     private var partial = Data()
     private var finished = false
-    /// Bytes kept at most; a chatty process must not fill the test's memory.
+    /// Bytes (and the lines in them) kept at most; a chatty process must not fill the memory.
     private static let limit = 16 << 20
 
     /// Starts reading `handle` (the parent's end of a pipe) on a new thread; the thread owns the
@@ -39,12 +39,16 @@ final class PipeReader: @unchecked Sendable {
                     condition.unlock()
                     break
                 }
-                let chunk = Data(bytes: buffer, count: count)
-                if data.count < Self.limit { data.append(chunk) }
-                partial.append(chunk)
-                while let newline = partial.firstIndex(of: 0x0A) {
-                    lines.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
-                    partial = Data(partial[(newline + 1)...])
+                // Past the limit the pipe is still drained (the child must not block), but
+                // nothing more is kept.
+                if data.count < Self.limit {
+                    let chunk = Data(bytes: buffer, count: count)
+                    data.append(chunk)
+                    partial.append(chunk)
+                    while let newline = partial.firstIndex(of: 0x0A) {
+                        lines.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
+                        partial = Data(partial[(newline + 1)...])
+                    }
                 }
                 condition.broadcast()
                 condition.unlock()
