@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Punch", targets: ["Punch"]),
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
+        .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
     dependencies: [
@@ -45,10 +46,17 @@ let package = Package(
             name: "Punch",
             dependencies: ["PunchWire", "PunchCrypto"]
         ),
+        // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
+        // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
+        .target(
+            name: "PunchLab",
+            resources: [.copy("Scripts")]
+        ),
         .executableTarget(
             name: "punch",
             dependencies: [
                 "Punch",
+                "PunchLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,6 +71,12 @@ let package = Package(
         .testTarget(
             name: "PunchCryptoTests",
             dependencies: ["PunchCrypto", "PunchWire"]
+        ),
+        // Self-tests of the NAT lab: every NAT personality measured, the punch matrices, impairment,
+        // port mapping, teardown. Needs root.
+        .testTarget(
+            name: "PunchLabTests",
+            dependencies: ["PunchLab"]
         ),
         // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.
         .testTarget(
