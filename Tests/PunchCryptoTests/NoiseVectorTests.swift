@@ -91,13 +91,14 @@ import Testing
         // Message 5: initiator to responder.
         #expect(try initiatorTransport.encrypt(Self.messages[4].payload) == Self.messages[4].ciphertext)
         #expect(try responderTransport.decrypt(Self.messages[4].ciphertext) == Self.messages[4].payload)
-        // Message 6: responder to initiator, through the pointer-based fast path the handler uses.
+        // Message 6: responder to initiator, through the pointer-based fast paths the handler uses.
         let sealed = try Self.messages[5].payload.withUnsafeBytes { plaintext in
             try responderTransport.sender.encrypt(plaintext) { Array($0) }
         }
         #expect(sealed == Self.messages[5].ciphertext)
-        let opened = try sealed.withUnsafeBytes { ciphertext in
-            try initiatorTransport.receiver.decrypt(ciphertext) { Array($0) }
+        var laidOut = [UInt8](repeating: 0xEE, count: NoiseCipherState.nonceSpace) + sealed
+        let opened = try laidOut.withUnsafeMutableBytes { buffer in
+            try initiatorTransport.receiver.decrypt(nonceSpaceAndMessage: buffer) { Array($0) }
         }
         #expect(opened == Self.messages[5].payload)
         #expect(initiatorTransport.sender.nonce == 1 && initiatorTransport.receiver.nonce == 2)
@@ -115,6 +116,28 @@ import Testing
         #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) { try initiatorTransport.decrypt([1, 2, 3]) }
         #expect(initiatorTransport.receiver.nonce == 0)
         #expect(try initiatorTransport.decrypt(Self.messages[3].ciphertext) == Self.messages[3].payload)
+    }
+
+    @Test func inPlaceDecryptRefusesShortAndTamperedMessages() throws {
+        var (initiator, responder) = try Self.states()
+        _ = try responder.readMessage(initiator.writeMessage(payload: Self.messages[0].payload))
+        _ = try initiator.readMessage(responder.writeMessage(payload: Self.messages[1].payload))
+        _ = try responder.readMessage(initiator.writeMessage(payload: Self.messages[2].payload))
+        var receiver = try initiator.split().receiver
+        var short = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace + 15)
+        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) {
+            try short.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { _ in } }
+        }
+        var tampered = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace) + Self.messages[3].ciphertext
+        tampered[tampered.count - 1] ^= 0x10
+        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) {
+            try tampered.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { _ in } }
+        }
+        #expect(receiver.nonce == 0)
+        var intact = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace) + Self.messages[3].ciphertext
+        let plaintext = try intact.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { Array($0) } }
+        #expect(plaintext == Self.messages[3].payload)
+        #expect(receiver.nonce == 1)
     }
 
     @Test func tamperedHandshakeMessageFailsToDecrypt() throws {

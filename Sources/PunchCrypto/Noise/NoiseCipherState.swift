@@ -15,6 +15,8 @@ public struct NoiseCipherState: Sendable {
     public static let keyLength = 32
     /// Bytes of a ChaChaPoly nonce: 4 zero bytes then the 8-byte little-endian counter (section 12.3).
     static let nonceLength = 12
+    /// Free bytes a caller leaves in front of a message for ``decrypt(nonceSpaceAndMessage:_:)``.
+    public static let nonceSpace = nonceLength
 
     private var key: SymmetricKey?
     /// The nonce the next encryption or decryption uses.
@@ -74,18 +76,39 @@ public struct NoiseCipherState: Sendable {
         return try box.combined.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[Self.nonceLength...])) }
     }
 
-    /// Decrypts a transport message (ciphertext followed by tag, empty associated data) and lends
-    /// the plaintext to `body`: the fast path for the channel handler.
+    /// Decrypts a transport message that follows ``nonceSpace`` free bytes, overwriting them with
+    /// the nonce, and lends the plaintext to `body`.
     ///
+    /// ChaChaPoly opens `nonce || ciphertext || tag` in one piece; a caller that collects messages
+    /// behind free space spares the copy that would otherwise assemble that piece.
+    ///
+    /// - Parameters:
+    ///   - buffer: ``nonceSpace`` bytes of any content, then ciphertext and the 16-byte tag.
+    ///   - body: receives the plaintext; the pointer is valid only inside.
     /// - Returns: what `body` returns.
     /// - Throws: ``PunchCryptoError`` `.noiseDecryptFailed` (nonce unchanged), `.noiseNonceExhausted`,
     ///   `.noiseInvalidState` (no key), or what `body` throws.
     public mutating func decrypt<Result>(
-        _ ciphertext: UnsafeRawBufferPointer,
+        nonceSpaceAndMessage buffer: UnsafeMutableRawBufferPointer,
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result {
         guard let key else { throw Self.missingKey }
-        let plaintext = try open(ciphertext, key: key, associatedData: [UInt8]())
+        guard nonce < UInt64.max else { throw Self.nonceExhausted }
+        guard buffer.count >= Self.nonceSpace + Self.tagLength else {
+            throw PunchCryptoError(
+                .noiseDecryptFailed,
+                "an encrypted Noise payload has at least the \(Self.tagLength)-byte tag, got \(max(0, buffer.count - Self.nonceSpace)) bytes")
+        }
+        let nonceBytes = Self.nonceBytes(nonce)
+        buffer.copyBytes(from: nonceBytes)
+        let plaintext: Data
+        do {
+            let box = try ChaChaPoly.SealedBox(combined: UnsafeRawBufferPointer(buffer))
+            plaintext = try ChaChaPoly.open(box, using: key, authenticating: [UInt8]())
+        } catch {
+            throw Self.authenticationFailure
+        }
+        nonce += 1
         return try plaintext.withUnsafeBytes { try body($0) }
     }
 
@@ -113,42 +136,66 @@ public struct NoiseCipherState: Sendable {
         key: SymmetricKey,
         associatedData: some DataProtocol
     ) throws -> Data {
-        let nonce = try currentNonce()
+        if let plaintext = try ciphertext.withContiguousStorageIfAvailable({ bytes in
+            try open(UnsafeRawBufferPointer(bytes), key: key, associatedData: associatedData)
+        }) {
+            return plaintext
+        }
+        return try Array(ciphertext).withUnsafeBytes { try open($0, key: key, associatedData: associatedData) }
+    }
+
+    private mutating func open(
+        _ ciphertext: UnsafeRawBufferPointer,
+        key: SymmetricKey,
+        associatedData: some DataProtocol
+    ) throws -> Data {
+        guard nonce < UInt64.max else { throw Self.nonceExhausted }
         guard ciphertext.count >= Self.tagLength else {
             throw PunchCryptoError(
                 .noiseDecryptFailed,
                 "an encrypted Noise payload has at least the \(Self.tagLength)-byte tag, got \(ciphertext.count) bytes")
         }
+        // Lay out nonce || ciphertext || tag in one exactly sized buffer, the form SealedBox keeps,
+        // so the ciphertext is copied once here rather than concatenated piecewise.
+        var combined = Data(capacity: Self.nonceLength + ciphertext.count)
+        combined.append(contentsOf: Self.nonceBytes(nonce))
+        if let base = ciphertext.baseAddress {
+            combined.append(base.assumingMemoryBound(to: UInt8.self), count: ciphertext.count)
+        }
         let plaintext: Data
         do {
-            let tagStart = ciphertext.index(ciphertext.endIndex, offsetBy: -Self.tagLength)
-            let box = try ChaChaPoly.SealedBox(
-                nonce: nonce, ciphertext: ciphertext[..<tagStart], tag: ciphertext[tagStart...])
+            let box = try ChaChaPoly.SealedBox(combined: combined)
             plaintext = try ChaChaPoly.open(box, using: key, authenticating: associatedData)
         } catch {
-            throw PunchCryptoError(
-                .noiseDecryptFailed,
-                "a Noise message did not authenticate (altered, truncated or from another session); close the connection")
+            throw Self.authenticationFailure
         }
         self.nonce += 1
         return plaintext
     }
 
-    /// The ChaChaPoly nonce for the current counter: 4 zero bytes, then the counter as 64-bit
-    /// little-endian (Noise rev 34, section 12.3).
+    /// The ChaChaPoly nonce for the current counter (Noise rev 34, section 12.3).
     private func currentNonce() throws -> ChaChaPoly.Nonce {
         // Section 5.1: 2^64 - 1 is reserved for rekeying; reaching it ends the session.
-        guard nonce < UInt64.max else {
-            throw PunchCryptoError(
-                .noiseNonceExhausted, "the Noise nonce counter is exhausted (2^64 - 1 messages); open a new connection")
-        }
-        return withUnsafeTemporaryAllocation(byteCount: Self.nonceLength, alignment: 8) { bytes in
-            bytes.storeBytes(of: UInt32(0), toByteOffset: 0, as: UInt32.self)
-            bytes.storeBytes(of: nonce.littleEndian, toByteOffset: 4, as: UInt64.self)
-            // Twelve bytes is always a valid ChaChaPoly nonce length.
-            return try! ChaChaPoly.Nonce(data: UnsafeRawBufferPointer(bytes))
-        }
+        guard nonce < UInt64.max else { throw Self.nonceExhausted }
+        // Twelve bytes is always a valid ChaChaPoly nonce length.
+        return try! ChaChaPoly.Nonce(data: Self.nonceBytes(nonce))
     }
+
+    /// 4 zero bytes, then the counter as 64-bit little-endian (Noise rev 34, section 12.3).
+    private static func nonceBytes(_ counter: UInt64) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: nonceLength)
+        for index in 0..<8 {
+            bytes[4 + index] = UInt8(truncatingIfNeeded: counter >> (8 * UInt64(index)))
+        }
+        return bytes
+    }
+
+    private static let authenticationFailure = PunchCryptoError(
+        .noiseDecryptFailed,
+        "a Noise message did not authenticate (altered, truncated or from another session); close the connection")
+
+    private static let nonceExhausted = PunchCryptoError(
+        .noiseNonceExhausted, "the Noise nonce counter is exhausted (2^64 - 1 messages); open a new connection")
 
     private static let missingKey = PunchCryptoError(
         .noiseInvalidState, "a transport message was encrypted or decrypted with a cipher state that has no key")

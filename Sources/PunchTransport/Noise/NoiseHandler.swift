@@ -44,9 +44,11 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var phase = Phase.idle
     private var timeout: Scheduled<Void>?
 
-    /// Received bytes not yet consumed as whole frames.
-    private var cumulation: ByteBuffer?
-    /// Whether `channelRead` is already draining `cumulation` further up the stack.
+    /// The frame being received; created when the handler is added.
+    private var assembler: NoiseFrameAssembler?
+    /// Reads that arrived while an outer `channelRead` was still processing, oldest first.
+    private var reentrantReads: [ByteBuffer] = []
+    /// Whether `channelRead` is already processing further up the stack.
     private var isProcessingInbound = false
 
     /// Writes held back until the handshake completes.
@@ -81,6 +83,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Starts the handshake if the channel is already active.
     public func handlerAdded(context: ChannelHandlerContext) {
+        assembler = NoiseFrameAssembler(allocator: context.channel.allocator)
         if context.channel.isActive {
             startHandshake(context: context)
         }
@@ -103,7 +106,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
         timeout = nil
-        cumulation = nil
+        reentrantReads = []
         if case .failed(let error) = phase {
             failPendingWrites(with: error)
         } else {
@@ -115,9 +118,9 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Inbound
 
-    /// Accumulates ciphertext and processes every whole frame.
+    /// Reassembles frames from the ciphertext and processes each whole one.
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
+        var incoming = unwrapInboundIn(data)
         switch phase {
         case .failed, .closed:
             return
@@ -126,76 +129,69 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .handshaking, .established:
             break
         }
-        if cumulation == nil {
-            cumulation = buffer
-        } else {
-            var buffer = buffer
-            cumulation!.writeBuffer(&buffer)
+        // A handler further down may cause another read while this one fires plaintext; keep
+        // the order by letting the outer call process it.
+        guard !isProcessingInbound else {
+            reentrantReads.append(incoming)
+            return
         }
-        // A handler further down may trigger another read while we fire one; the outer call drains it.
-        guard !isProcessingInbound else { return }
         isProcessingInbound = true
         defer { isProcessingInbound = false }
-        processInbound(context: context)
+        process(&incoming, context: context)
+        while !reentrantReads.isEmpty {
+            var next = reentrantReads.removeFirst()
+            process(&next, context: context)
+        }
     }
 
-    private func processInbound(context: ChannelHandlerContext) {
-        while cumulation != nil {
+    /// Gives an idle connection's reassembly buffer back, then passes the event on.
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        assembler?.releaseCapacityIfIdle(allocator: context.channel.allocator)
+        context.fireChannelReadComplete()
+    }
+
+    private func process(_ incoming: inout ByteBuffer, context: ChannelHandlerContext) {
+        while incoming.readableBytes > 0 {
+            // The phase may change with every frame (the last handshake message is followed by
+            // transport messages in the same read), so the limit is chosen per frame.
             let maximumLength: Int
             switch phase {
-            case .handshaking: maximumLength = min(configuration.maximumHandshakeMessageLength, NoiseTransportState.maximumMessageLength)
-            case .established: maximumLength = NoiseTransportState.maximumMessageLength
-            case .idle, .failed, .closed: return
+            case .handshaking:
+                maximumLength = min(configuration.maximumHandshakeMessageLength, NoiseTransportState.maximumMessageLength)
+            case .established:
+                maximumLength = NoiseTransportState.maximumMessageLength
+            case .idle, .failed, .closed:
+                return
             }
-            let frame: ByteBuffer
             do {
-                guard let next = try NoiseFrameDecoder.decode(&cumulation!, maximumLength: maximumLength) else { break }
-                frame = next
+                guard try assembler!.consume(&incoming, maximumLength: maximumLength) else { return }
             } catch {
                 fail(error, context: context)
                 return
             }
             if case .established = phase {
-                decryptAndForward(frame, context: context)
+                decryptAndForward(context: context)
             } else {
-                receiveHandshakeMessage(frame, context: context)
+                receiveHandshakeMessage(assembler!.message, context: context)
             }
+            assembler?.reset()
         }
-        compactCumulation()
     }
 
-    private func compactCumulation() {
-        guard var buffer = cumulation else { return }
-        if buffer.readableBytes == 0 {
-            cumulation = nil
-            return
-        }
-        // Keep the unread tail at the front and make room for the rest of a large frame at once,
-        // so each later read is appended with a single copy.
-        cumulation = nil
-        if buffer.readerIndex > 0 {
-            buffer.discardReadBytes()
-        }
-        if let needed = NoiseFrameDecoder.bytesNeeded(for: buffer), needed > buffer.readableBytes {
-            buffer.reserveCapacity(minimumWritableBytes: needed - buffer.readableBytes)
-        }
-        cumulation = buffer
-    }
-
-    private func receiveHandshakeMessage(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+    private func receiveHandshakeMessage(_ message: [UInt8], context: ChannelHandlerContext) {
         do {
-            let action = try handshake.receive(frame.getBytes(at: frame.readerIndex, length: frame.readableBytes)!)
+            let action = try handshake.receive(message)
             perform(action, context: context)
         } catch {
             fail(error, context: context)
         }
     }
 
-    private func decryptAndForward(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+    private func decryptAndForward(context: ChannelHandlerContext) {
         let plaintext: ByteBuffer
         do {
-            plaintext = try frame.withUnsafeReadableBytes { ciphertext in
-                try transport!.receiver.decrypt(ciphertext) { bytes in
+            plaintext = try assembler!.withNonceSpaceAndMessage { frame in
+                try transport!.receiver.decrypt(nonceSpaceAndMessage: frame) { bytes in
                     var plaintext = context.channel.allocator.buffer(capacity: bytes.count)
                     plaintext.writeBytes(bytes)
                     return plaintext
@@ -237,11 +233,15 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Sends the pending plaintext as a frame and flushes; during the handshake, remembers nothing:
-    /// everything held back is flushed when it completes.
+    /// Sends the pending plaintext as a frame and flushes. During the handshake there is nothing to
+    /// flush yet: everything held back is flushed as soon as the handshake completes.
     public func flush(context: ChannelHandlerContext) {
         guard case .established = phase else { return }
         emitPendingPlaintext(context: context)
+        // Between bursts, do not hold a frame-sized buffer per connection.
+        if let pending = pendingPlaintext, pending.readableBytes == 0, pending.capacity > NoiseFrameAssembler.idleCapacity {
+            pendingPlaintext = nil
+        }
         context.flush()
     }
 
@@ -328,7 +328,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Writes one transport frame: length prefix, ciphertext, tag.
     private func writeFrame(encrypting plaintext: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) throws {
         let messageLength = plaintext.readableBytes + NoiseCipherState.tagLength
-        var frame = context.channel.allocator.buffer(capacity: NoiseFrameDecoder.lengthFieldSize + messageLength)
+        var frame = context.channel.allocator.buffer(capacity: NoiseFrameAssembler.lengthFieldSize + messageLength)
         frame.writeInteger(UInt16(messageLength))
         try plaintext.withUnsafeReadableBytes { bytes in
             try transport!.sender.encrypt(bytes) { ciphertext in
@@ -374,7 +374,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func writeHandshakeMessage(_ message: [UInt8], context: ChannelHandlerContext) {
-        var frame = context.channel.allocator.buffer(capacity: NoiseFrameDecoder.lengthFieldSize + message.count)
+        var frame = context.channel.allocator.buffer(capacity: NoiseFrameAssembler.lengthFieldSize + message.count)
         frame.writeInteger(UInt16(message.count))
         frame.writeBytes(message)
         context.write(wrapOutboundOut(frame), promise: nil)
@@ -418,7 +418,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         phase = .failed(transportError)
         timeout?.cancel()
         timeout = nil
-        cumulation = nil
+        reentrantReads = []
         failPendingWrites(with: transportError)
         context.fireErrorCaught(transportError)
         context.close(promise: nil)
