@@ -269,9 +269,11 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Whole frames go straight from the caller's buffer, without copying the plaintext.
             while data.readableBytes >= frameCapacity {
                 let chunk = data.readSlice(length: frameCapacity)!
-                let isLast = data.readableBytes == 0
-                try writeFrame(encrypting: chunk, promise: isLast ? promise : nil, context: context)
-                if isLast { promise = nil }
+                var framePromise: EventLoopPromise<Void>? = nil
+                if data.readableBytes == 0 {
+                    swap(&framePromise, &promise)
+                }
+                try writeFrame(encrypting: chunk, promise: framePromise, context: context)
             }
             if data.readableBytes > 0 {
                 if pendingPlaintext == nil {
@@ -325,15 +327,21 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes one transport frame: length prefix, ciphertext, tag.
+    /// Writes one transport frame: length prefix, ciphertext, tag. Completes `promise` either way:
+    /// with the write, or failed with the encryption error it rethrows.
     private func writeFrame(encrypting plaintext: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) throws {
         let messageLength = plaintext.readableBytes + NoiseCipherState.tagLength
         var frame = context.channel.allocator.buffer(capacity: NoiseFrameAssembler.lengthFieldSize + messageLength)
         frame.writeInteger(UInt16(messageLength))
-        try plaintext.withUnsafeReadableBytes { bytes in
-            try transport!.sender.encrypt(bytes) { ciphertext in
-                _ = frame.writeBytes(ciphertext)
+        do {
+            try plaintext.withUnsafeReadableBytes { bytes in
+                try transport!.sender.encrypt(bytes) { ciphertext in
+                    _ = frame.writeBytes(ciphertext)
+                }
             }
+        } catch {
+            promise?.fail(error)
+            throw error
         }
         context.write(wrapOutboundOut(frame), promise: promise)
     }
