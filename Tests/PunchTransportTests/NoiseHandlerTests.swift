@@ -352,6 +352,7 @@ private final class EchoClient: ChannelInboundHandler {
         let clientKey = PrivateKey.generate()
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(

@@ -1,6 +1,15 @@
 import NIOCore
 
 extension NoiseHandler {
+    /// A receive allocator for channels that carry Noise: reads grow up to 1 MiB under load.
+    ///
+    /// A full transport frame is 65537 bytes on the wire, just over SwiftNIO's default largest
+    /// read of 64 KiB, so with the default every bulk frame arrives in two reads and must be
+    /// reassembled. Set it before the channel reads, for example with
+    /// `.childChannelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)`.
+    public static let recommendedReceiveAllocator = AdaptiveRecvByteBufferAllocator(
+        minimum: 64, initial: 2048, maximum: 1 << 20)
+
     /// Limits and options of a ``NoiseHandler``.
     public struct Configuration: Sendable {
         /// The default ``handshakeTimeout``: ten seconds, ample for three messages over a relay.
