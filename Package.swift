@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Punch", targets: ["Punch"]),
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
+        .library(name: "PunchTransport", targets: ["PunchTransport"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Pure codecs: varint, multiaddr, STUN, libp2p protobuf messages. No I/O.
@@ -41,10 +43,21 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // NIO: TCP with port reuse, multistream-select, Noise, yamux, Host, ping, identify.
+        .target(
+            name: "PunchTransport",
+            dependencies: [
+                "PunchWire",
+                "PunchCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -77,6 +90,15 @@ let package = Package(
         .testTarget(
             name: "PunchLabTests",
             dependencies: ["PunchLab"]
+        ),
+        .testTarget(
+            name: "PunchTransportTests",
+            dependencies: [
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.
         .testTarget(

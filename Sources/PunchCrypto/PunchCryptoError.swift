@@ -6,7 +6,9 @@ public struct PunchCryptoError: Error, Hashable, Sendable, CustomStringConvertib
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         /// The code's stable name, for logs and JSON.
         public let name: String
-        private init(_ name: String) { self.name = name }
+        // Internal rather than private so each concern (Noise, envelopes, ...) can declare its codes
+        // in its own file, next to the code that throws them.
+        init(_ name: String) { self.name = name }
         public var description: String { name }
 
         /// A key protobuf with a key type Punch does not support (RSA, Secp256k1, ECDSA).
