@@ -1,0 +1,482 @@
+import NIOCore
+
+/// A yamux session (`/yamux/1.0.0`) on a secured connection, with every stream a child `Channel`.
+///
+/// Put it last in the connection's pipeline, after the security handler, so it reads and writes the
+/// connection's plaintext bytes:
+///
+/// ```swift
+/// let multiplexer = YamuxMultiplexer(role: .client) { stream in
+///     // A stream the peer opened: set up its pipeline.
+///     stream.pipeline.addHandler(MyProtocolHandler())
+/// }
+/// try channel.pipeline.syncOperations.addHandler(multiplexer)
+/// let opener = multiplexer.streamOpener  // Sendable, for async code
+/// let stream = try await opener.openStream { stream in
+///     stream.eventLoop.makeCompletedFuture {
+///         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: stream)
+///     }
+/// }
+/// ```
+///
+/// Each stream has its own flow control (yamux spec, "Flow Control"): a stream's channel is
+/// unwritable while the peer's window is exhausted, data never overtakes the window, and window is
+/// granted back only as the stream's pipeline reads. Protocol violations close the session with a
+/// Go Away carrying the protocol-error code and fire a ``TransportError`` down the parent pipeline;
+/// a violation confined to one stream resets only that stream. Closing the parent channel sends Go
+/// Away (normal) first and closes every stream.
+///
+/// The multiplexer reads the connection continuously (leave the parent's `autoRead` on): frames of
+/// all streams share it, and per-stream backpressure works through the windows instead.
+///
+/// All methods must be called on the connection's event loop.
+public final class YamuxMultiplexer: ChannelDuplexHandler {
+    /// The connection's plaintext bytes.
+    public typealias InboundIn = ByteBuffer
+    /// Nothing is passed on: received data goes to the stream channels.
+    public typealias InboundOut = Never
+    /// Nothing may be written on the parent: write on stream channels.
+    public typealias OutboundIn = Never
+    /// Encoded yamux frames.
+    public typealias OutboundOut = ByteBuffer
+
+    /// Frames are gathered into one buffer and written at the end of each burst, so the layer below
+    /// (Noise) sees few, large writes; this bounds one gathered write.
+    static let outboundChunkSize = 64 * 1024
+
+    private let configuration: YamuxConfiguration
+    private let inboundStreamInitializer: @Sendable (Channel) -> EventLoopFuture<Void>
+    private var stateMachine: YamuxSessionStateMachine
+    private var context: ChannelHandlerContext?
+    private var eventLoop: EventLoop?
+    private var allocator = ByteBufferAllocator()
+    private var streams: [UInt32: YamuxStreamChannel] = [:]
+    /// Bytes of a frame not yet complete.
+    private var inboundBuffer: ByteBuffer?
+    /// Encoded frames not yet written to the parent.
+    private var outboundBuffer: ByteBuffer?
+    /// Completed when `outboundBuffer` has been written (other promises cascade from it).
+    private var outboundPromise: EventLoopPromise<Void>?
+    private var hasUnflushedWrites = false
+    /// Between a `channelRead` and its `channelReadComplete`: writes wait for the read burst to end.
+    private var isProcessingInbound = false
+    /// Streams with data waiting for the parent's `channelReadComplete`.
+    private var readCompleteQueue: [YamuxStreamChannel] = []
+    private var keepAliveTask: Scheduled<Void>?
+    private var pingTimeoutTask: Scheduled<Void>?
+    private var pingPromise: EventLoopPromise<TimeAmount>?
+    private var isTornDown = false
+    private(set) var parentIsWritable = true
+
+    /// The round-trip time the latest answered Ping measured (keep-alive or ``ping()``), if any.
+    public private(set) var roundTripTime: TimeAmount?
+
+    /// Creates a multiplexer for one end of a connection.
+    /// - Parameters:
+    ///   - role: `.client` on the side that initiated the secure session (odd stream ids),
+    ///     `.server` on the other (even ids).
+    ///   - configuration: limits, windows and timers.
+    ///   - inboundStreamInitializer: called on the event loop with each stream the peer opens, to set
+    ///     up its pipeline. The stream is active once the returned future succeeds; if it fails, the
+    ///     stream is reset. The stream is acknowledged with the first frame this side sends on it.
+    public init(
+        role: YamuxRole,
+        configuration: YamuxConfiguration = YamuxConfiguration(),
+        inboundStreamInitializer: @escaping @Sendable (Channel) -> EventLoopFuture<Void>
+    ) {
+        self.configuration = configuration
+        self.inboundStreamInitializer = inboundStreamInitializer
+        self.stateMachine = YamuxSessionStateMachine(role: role, configuration: configuration)
+    }
+
+    // MARK: Public API
+
+    /// Opens a stream and returns its channel once `initializer` has set up its pipeline and the
+    /// SYN has been written.
+    ///
+    /// Call on the connection's event loop (from async code, use ``streamOpener``). Data may be
+    /// written at once: yamux does not wait for the peer's ACK (yamux spec, "Opening a stream"), but
+    /// the peer may still refuse the stream with RST, which the channel reports as a
+    /// `.yamuxStreamReset` error.
+    /// - Parameter initializer: sets up the stream's pipeline.
+    /// - Returns: the stream channel; fails with ``TransportError`` `.yamuxTooManyStreams`,
+    ///   `.yamuxStreamBacklogFull`, `.yamuxGoAwayReceived`, `.yamuxSessionClosed` or
+    ///   `.yamuxStreamIDsExhausted`, or with the initializer's error.
+    public func createStream(initializer: @escaping @Sendable (Channel) -> EventLoopFuture<Void>) -> EventLoopFuture<Channel> {
+        self.openStream { channel in initializer(channel).map { channel } }
+    }
+
+    /// Opens a stream and returns what `initializer` produced (for example a `NIOAsyncChannel`)
+    /// once the SYN has been written.
+    ///
+    /// Call on the connection's event loop; see ``createStream(initializer:)``.
+    /// - Parameter initializer: sets up the stream's pipeline and returns a value for the caller.
+    /// - Returns: the initializer's value, or the errors of ``createStream(initializer:)``.
+    public func openStream<Output: Sendable>(
+        initializer: @escaping @Sendable (Channel) -> EventLoopFuture<Output>
+    ) -> EventLoopFuture<Output> {
+        guard let eventLoop = self.eventLoop else {
+            preconditionFailure("YamuxMultiplexer must be added to a channel pipeline before it opens streams")
+        }
+        eventLoop.preconditionInEventLoop()
+        guard let context = self.context, !self.isTornDown else {
+            return eventLoop.makeFailedFuture(TransportError(.yamuxSessionClosed, "the yamux session is closed; open a new connection"))
+        }
+        let streamID: UInt32
+        do {
+            streamID = try self.stateMachine.openStream()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let stream = YamuxStreamChannel(streamID: streamID, parent: context.channel, multiplexer: self, configuration: self.configuration)
+        self.streams[streamID] = stream
+        let promise = eventLoop.makePromise(of: Output.self)
+        stream.configure(initializer: initializer, promise: promise)
+        return promise.futureResult
+    }
+
+    /// Sends a Ping and returns the round-trip time once the peer answers.
+    ///
+    /// If a Ping is already outstanding (a keep-alive or another call), its answer serves this call
+    /// too. An answer overdue by ``YamuxConfiguration/pingTimeout`` closes the connection as dead and
+    /// fails the future with `.yamuxPingTimeout`. Call on the connection's event loop.
+    /// - Returns: the measured round-trip time.
+    public func ping() -> EventLoopFuture<TimeAmount> {
+        guard let eventLoop = self.eventLoop else {
+            preconditionFailure("YamuxMultiplexer must be added to a channel pipeline before it pings")
+        }
+        eventLoop.preconditionInEventLoop()
+        guard self.context != nil, !self.isTornDown else {
+            return eventLoop.makeFailedFuture(TransportError(.yamuxSessionClosed, "the yamux session is closed"))
+        }
+        if let promise = self.pingPromise {
+            return promise.futureResult
+        }
+        let promise = eventLoop.makePromise(of: TimeAmount.self)
+        self.pingPromise = promise
+        if let frame = self.stateMachine.sendPing(now: eventLoop.now) {
+            self.emit(frame)
+            self.schedulePingTimeout()
+            self.childFlushed()
+        }
+        return promise.futureResult
+    }
+
+    /// A `Sendable` handle for opening streams and pinging from any thread or task.
+    ///
+    /// Read it on the connection's event loop, typically in the channel initializer that adds the
+    /// multiplexer.
+    public var streamOpener: YamuxStreamOpener {
+        guard let eventLoop = self.eventLoop else {
+            preconditionFailure("YamuxMultiplexer must be added to a channel pipeline before it hands out an opener")
+        }
+        return YamuxStreamOpener(multiplexer: self, eventLoop: eventLoop)
+    }
+
+    // MARK: ChannelHandler
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.eventLoop = context.eventLoop
+        self.allocator = context.channel.allocator
+        self.parentIsWritable = context.channel.isWritable
+        if context.channel.isActive {
+            self.scheduleKeepAlive()
+        }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.endSession(
+            error: TransportError(.yamuxSessionClosed, "the yamux multiplexer was removed from the pipeline"),
+            goAway: nil,
+            closeConnection: false
+        )
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.scheduleKeepAlive()
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.endSession(
+            error: TransportError(.yamuxSessionClosed, "the connection carrying the yamux session closed"),
+            goAway: nil,
+            closeConnection: false
+        )
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = self.unwrapInboundIn(data)
+        guard !self.isTornDown else { return }
+        var buffer: ByteBuffer
+        if var pending = self.inboundBuffer, pending.readableBytes > 0 {
+            self.inboundBuffer = nil
+            pending.writeBuffer(&incoming)
+            buffer = pending
+        } else {
+            buffer = incoming
+        }
+        self.isProcessingInbound = true
+        while !self.isTornDown {
+            let frame: YamuxFrame?
+            do {
+                frame = try YamuxFrame.decode(from: &buffer, maximumDataLength: self.stateMachine.maximumInboundDataLength)
+            } catch {
+                self.endSession(error: error, goAway: self.stateMachine.decodingFailed(), closeConnection: true)
+                return
+            }
+            guard let frame else { break }
+            self.perform(self.stateMachine.receive(frame), context: context)
+        }
+        self.inboundBuffer = self.isTornDown || buffer.readableBytes == 0 ? nil : buffer
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        var ready: [YamuxStreamChannel] = []
+        swap(&ready, &self.readCompleteQueue)
+        for stream in ready {
+            stream.parentReadComplete()
+        }
+        ready.removeAll(keepingCapacity: true)
+        if self.readCompleteQueue.isEmpty {
+            self.readCompleteQueue = ready
+        }
+        self.isProcessingInbound = false
+        self.flushOutbound()
+        context.fireChannelReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.parentIsWritable = context.channel.isWritable
+        for stream in Array(self.streams.values) {
+            stream.parentWritabilityChanged()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        // Raw bytes would corrupt the framing: data belongs on stream channels.
+        promise?.fail(ChannelError.operationUnsupported)
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if mode == .all, let goAway = self.stateMachine.goAway(.normal) {
+            // Tell the peer this is a deliberate shutdown, not a failure (yamux spec, "Session termination").
+            self.emit(goAway)
+            self.flushOutbound()
+        }
+        context.close(mode: mode, promise: promise)
+    }
+
+    // MARK: Performing state machine actions
+
+    private func perform(_ action: YamuxSessionStateMachine.FrameAction, context: ChannelHandlerContext) {
+        switch action {
+        case .none, .goAwayReceived:
+            break
+        case .streamOpened(let streamID, let events):
+            let stream = YamuxStreamChannel(streamID: streamID, parent: context.channel, multiplexer: self, configuration: self.configuration)
+            self.streams[streamID] = stream
+            stream.configure(initializer: self.inboundStreamInitializer, promise: nil)
+            stream.receive(events)
+        case .streamEvents(let streamID, let events):
+            self.streams[streamID]?.receive(events)
+        case .resetStream(let streamID, let error, let rst):
+            self.emit(rst)
+            self.streams[streamID]?.fail(error: error)
+        case .write(let frame):
+            self.emit(frame)
+        case .pingAnswered(let sentAt):
+            let rtt = context.eventLoop.now - sentAt
+            self.roundTripTime = rtt
+            self.pingTimeoutTask?.cancel()
+            self.pingTimeoutTask = nil
+            if let promise = self.pingPromise {
+                self.pingPromise = nil
+                promise.succeed(rtt)
+            }
+        case .closeSession(let error, let goAway):
+            self.endSession(error: error, goAway: goAway, closeConnection: true)
+        }
+    }
+
+    /// Ends the session once: writes `goAway` if given, fails every stream and pending ping, and
+    /// (for errors found here) reports the error and closes the connection.
+    private func endSession(error: Error, goAway: YamuxFrame?, closeConnection: Bool) {
+        guard !self.isTornDown else { return }
+        self.isTornDown = true
+        self.stateMachine.connectionClosed()
+        self.keepAliveTask?.cancel()
+        self.keepAliveTask = nil
+        self.pingTimeoutTask?.cancel()
+        self.pingTimeoutTask = nil
+        self.inboundBuffer = nil
+        if let goAway {
+            self.emit(goAway)
+        }
+        self.isProcessingInbound = false
+        self.flushOutbound()
+        if let promise = self.pingPromise {
+            self.pingPromise = nil
+            promise.fail(error)
+        }
+        for stream in Array(self.streams.values) {
+            stream.sessionEnded(error: error)
+        }
+        if closeConnection, let context = self.context {
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Keep-alive and ping
+
+    private func scheduleKeepAlive() {
+        guard let interval = self.configuration.keepAliveInterval, let eventLoop = self.eventLoop,
+            self.keepAliveTask == nil, !self.isTornDown
+        else {
+            return
+        }
+        self.keepAliveTask = eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            self.keepAliveFired()
+        }
+    }
+
+    private func keepAliveFired() {
+        self.keepAliveTask = nil
+        guard !self.isTornDown, let eventLoop = self.eventLoop else { return }
+        if let frame = self.stateMachine.keepAliveTimerFired(now: eventLoop.now) {
+            self.emit(frame)
+            self.schedulePingTimeout()
+            self.childFlushed()
+        }
+        self.scheduleKeepAlive()
+    }
+
+    private func schedulePingTimeout() {
+        guard let eventLoop = self.eventLoop, let opaque = self.stateMachine.outstandingPingOpaque else { return }
+        self.pingTimeoutTask?.cancel()
+        self.pingTimeoutTask = eventLoop.assumeIsolated().scheduleTask(in: self.configuration.pingTimeout) {
+            self.pingTimedOut(opaque: opaque)
+        }
+    }
+
+    private func pingTimedOut(opaque: UInt32) {
+        self.pingTimeoutTask = nil
+        guard let error = self.stateMachine.pingTimedOut(opaque: opaque) else { return }
+        self.endSession(error: error, goAway: nil, closeConnection: true)
+    }
+
+    // MARK: Writing frames
+
+    private func emit(_ frame: YamuxFrame) {
+        if self.outboundBuffer == nil {
+            self.outboundBuffer = self.allocator.buffer(capacity: max(frame.encodedLength, 256))
+        }
+        frame.encode(into: &self.outboundBuffer!)
+        if self.outboundBuffer!.readableBytes >= Self.outboundChunkSize {
+            self.writeOutbound()
+        }
+    }
+
+    private func writeOutbound() {
+        let buffer = self.outboundBuffer
+        let promise = self.outboundPromise
+        self.outboundBuffer = nil
+        self.outboundPromise = nil
+        guard buffer != nil || promise != nil else { return }
+        guard let context = self.context else {
+            promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
+            return
+        }
+        self.hasUnflushedWrites = true
+        // An empty write still completes in order, after the frames written before it.
+        context.write(self.wrapOutboundOut(buffer ?? ByteBuffer()), promise: promise)
+    }
+
+    private func flushOutbound() {
+        self.writeOutbound()
+        guard self.hasUnflushedWrites, let context = self.context else { return }
+        self.hasUnflushedWrites = false
+        context.flush()
+    }
+}
+
+// MARK: - Called by stream channels
+
+extension YamuxMultiplexer {
+    func sendData(streamID: UInt32, from buffer: inout ByteBuffer) -> YamuxSessionStateMachine.SendDataResult {
+        let result = self.stateMachine.sendData(streamID: streamID, from: &buffer)
+        if case .frame(let frame) = result {
+            self.emit(frame)
+        }
+        return result
+    }
+
+    /// Completes `promise` once everything emitted so far has been written to the parent.
+    func completeWhenWritten(_ promise: EventLoopPromise<Void>) {
+        if let pending = self.outboundPromise {
+            pending.futureResult.cascade(to: promise)
+        } else {
+            self.outboundPromise = promise
+        }
+    }
+
+    /// Sends FIN; returns whether the stream is now closed both ways.
+    func closeOutput(streamID: UInt32, promise: EventLoopPromise<Void>?) -> Bool {
+        let (frames, closed) = self.stateMachine.closeOutput(streamID: streamID)
+        for frame in frames {
+            self.emit(frame)
+        }
+        if let promise {
+            if frames.isEmpty {
+                promise.fail(ChannelError.outputClosed)
+            } else {
+                self.completeWhenWritten(promise)
+            }
+        }
+        return closed
+    }
+
+    func resetStream(streamID: UInt32) {
+        if let rst = self.stateMachine.resetStream(streamID: streamID) {
+            self.emit(rst)
+        }
+    }
+
+    func streamConsumed(streamID: UInt32, count: Int) {
+        if let update = self.stateMachine.streamConsumed(streamID: streamID, count: count) {
+            self.emit(update)
+        }
+    }
+
+    func streamActivated(streamID: UInt32) {
+        if let syn = self.stateMachine.streamActivated(streamID: streamID) {
+            self.emit(syn)
+        }
+    }
+
+    func sendWindow(ofStream streamID: UInt32) -> Int {
+        self.stateMachine.sendWindow(ofStream: streamID)
+    }
+
+    func scheduleReadComplete(for stream: YamuxStreamChannel) {
+        guard !stream.awaitsReadComplete else { return }
+        stream.awaitsReadComplete = true
+        self.readCompleteQueue.append(stream)
+    }
+
+    /// A stream wrote or closed: flush now, unless a read burst is in progress (it flushes at its end).
+    func childFlushed() {
+        guard !self.isProcessingInbound else { return }
+        self.flushOutbound()
+    }
+
+    func childReleased(streamID: UInt32) {
+        self.stateMachine.streamReleased(streamID: streamID)
+        self.streams.removeValue(forKey: streamID)
+    }
+}
