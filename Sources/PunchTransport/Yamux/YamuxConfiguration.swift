@@ -32,11 +32,13 @@ public struct YamuxConfiguration: Hashable, Sendable {
     /// bigger than a whole window.
     public var streamReceiveWindow: UInt32 = initialStreamWindow
 
-    /// The largest Data frame this side sends, header included. Default 64 KiB, as go-yamux.
+    /// The largest payload of a Data frame this side sends. Default 64 KiB.
     ///
-    /// Larger writes are split; a full window waits for the peer's window update and is never
-    /// dropped.
-    public var maximumDataFrameSize: Int = 64 * 1024
+    /// Larger writes are split into several frames, so one busy stream cannot hold the connection
+    /// for long; a write larger than the peer's window waits for window updates and is never
+    /// dropped. 64 KiB keeps frames as large as go-yamux's and lets a 64 KiB write (the usual chunk
+    /// size) travel as one frame.
+    public var maximumDataFramePayload: Int = 64 * 1024
 
     /// The most streams the session holds at once, both directions and streams still closing
     /// included. Default 512.
@@ -93,6 +95,6 @@ public struct YamuxConfiguration: Hashable, Sendable {
 
     /// The largest payload of a Data frame this side sends (at least one byte).
     var maximumDataPayload: Int {
-        max(self.maximumDataFrameSize - YamuxFrame.headerLength, 1)
+        max(self.maximumDataFramePayload, 1)
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 
 /// A yamux session (`/yamux/1.0.0`) on a secured connection, with every stream a child `Channel`.
@@ -45,6 +46,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     static let outboundChunkSize = 64 * 1024
 
     private let configuration: YamuxConfiguration
+    private let logger: Logger
     private let inboundStreamInitializer: @Sendable (Channel) -> EventLoopFuture<Void>
     private var stateMachine: YamuxSessionStateMachine
     private var context: ChannelHandlerContext?
@@ -79,12 +81,18 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     ///   - inboundStreamInitializer: called on the event loop with each stream the peer opens, to set
     ///     up its pipeline. The stream is active once the returned future succeeds; if it fails, the
     ///     stream is reset. The stream is acknowledged with the first frame this side sends on it.
+    ///   - logger: where session events (Go Away, refused and reset streams, the end of the
+    ///     session) are logged, at `.debug`. Nothing is logged by default.
     public init(
         role: YamuxRole,
         configuration: YamuxConfiguration = YamuxConfiguration(),
+        logger: Logger = Logger(label: "punch.yamux", factory: { _ in SwiftLogNoOpLogHandler() }),
         inboundStreamInitializer: @escaping @Sendable (Channel) -> EventLoopFuture<Void>
     ) {
         self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "yamux.role"] = "\(role)"
+        self.logger = logger
         self.inboundStreamInitializer = inboundStreamInitializer
         self.stateMachine = YamuxSessionStateMachine(role: role, configuration: configuration)
     }
@@ -275,8 +283,10 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
 
     private func perform(_ action: YamuxSessionStateMachine.FrameAction, context: ChannelHandlerContext) {
         switch action {
-        case .none, .goAwayReceived:
+        case .none:
             break
+        case .goAwayReceived(let code):
+            self.logger.debug("yamux peer sent Go Away; no new streams", metadata: ["yamux.goAway": "\(code)"])
         case .streamOpened(let streamID, let events):
             let stream = YamuxStreamChannel(streamID: streamID, parent: context.channel, multiplexer: self, configuration: self.configuration)
             self.streams[streamID] = stream
@@ -285,9 +295,13 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         case .streamEvents(let streamID, let events):
             self.streams[streamID]?.receive(events)
         case .resetStream(let streamID, let error, let rst):
+            self.logger.debug("yamux stream reset", metadata: ["yamux.stream": "\(streamID)", "error": "\(error)"])
             self.emit(rst)
             self.streams[streamID]?.fail(error: error)
         case .write(let frame):
+            if frame.flags.contains(.rst) {
+                self.logger.debug("yamux refused an inbound stream (limits or Go Away)", metadata: ["yamux.stream": "\(frame.streamID)"])
+            }
             self.emit(frame)
         case .pingAnswered(let sentAt):
             let rtt = context.eventLoop.now - sentAt
@@ -308,6 +322,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     private func endSession(error: Error, goAway: YamuxFrame?, closeConnection: Bool) {
         guard !self.isTornDown else { return }
         self.isTornDown = true
+        self.logger.debug("yamux session ended", metadata: ["error": "\(error)", "yamux.streams": "\(self.streams.count)"])
         self.stateMachine.connectionClosed()
         self.keepAliveTask?.cancel()
         self.keepAliveTask = nil
