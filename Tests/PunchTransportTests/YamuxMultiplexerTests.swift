@@ -94,6 +94,73 @@ import Testing
         #expect(done)
     }
 
+    @Test func dataArrivingWhileTheInitializerRunsWaitsForIt() throws {
+        // The server's initializer finishes one second after the stream arrives.
+        let loop = EmbeddedEventLoop()
+        let accepted = NIOLoopBoundBox<[Channel]>([], eventLoop: loop)
+        let server = EmbeddedChannel(loop: loop)
+        let client = EmbeddedChannel(loop: loop)
+        let serverMultiplexer = YamuxMultiplexer(role: .server) { channel in
+            channel.eventLoop.scheduleTask(in: .seconds(1)) {
+                try Streams.recording()(channel)
+                accepted.value.append(channel)
+            }.futureResult
+        }
+        let clientMultiplexer = YamuxMultiplexer(role: .client) { $0.eventLoop.makeSucceededVoidFuture() }
+        try server.pipeline.syncOperations.addHandler(serverMultiplexer)
+        try client.pipeline.syncOperations.addHandler(clientMultiplexer)
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 2)).wait()
+
+        let streamFuture = clientMultiplexer.createStream { channel in
+            // Writes made before activation go out after the SYN.
+            channel.writeAndFlush(ByteBuffer(string: "first "), promise: nil)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
+        let stream = try streamFuture.wait()
+        stream.write(ByteBuffer(string: "second "), promise: nil)
+        stream.writeAndFlush(ByteBuffer(string: "third"), promise: nil)
+        stream.close(mode: .output, promise: nil)
+        var toServer: [YamuxFrame] = []
+        while let buffer = try client.readOutbound(as: ByteBuffer.self) {
+            toServer += try YamuxPair.decodeAll(buffer)
+            try server.writeInbound(buffer)
+        }
+        #expect(toServer.first == .windowUpdate(streamID: 1, flags: .syn))
+        #expect(accepted.value.isEmpty)
+        loop.advanceTime(by: .seconds(1))
+        let channel = try #require(accepted.value.first)
+        #expect(channel.recorder.received == ByteBuffer(string: "first second third"))
+        #expect(channel.recorder.inputClosed)
+    }
+
+    @Test func openingFailsWithTypedErrorsAtTheLimits() throws {
+        var configuration = YamuxConfiguration()
+        configuration.maximumStreams = 2
+        configuration.maximumUnacknowledgedOutboundStreams = 1
+        let pair = try YamuxPair(configuration: configuration, serverSetup: Streams.echo)
+        let first = try pair.openClientStream()
+        #expect(throws: TransportError(.yamuxStreamBacklogFull, "")) { try pair.openClientStream() }
+        first.writeAndFlush(ByteBuffer(string: "ack me"), promise: nil)
+        try pair.shuttle()  // the echo carries the ACK
+        _ = try pair.openClientStream()
+        #expect(throws: TransportError(.yamuxTooManyStreams, "")) { try pair.openClientStream() }
+    }
+
+    @Test func closingBeforeActivationSendsNothing() throws {
+        let pair = try YamuxPair()
+        let future = pair.clientMultiplexer.createStream { channel in
+            channel.close(promise: nil)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
+        #expect(throws: ChannelError.ioOnClosedChannel) { try future.wait() }
+        try pair.shuttle()
+        #expect(pair.framesToServer.isEmpty)
+        // The id is spent; the next stream takes the next one.
+        let next = try pair.openClientStream()
+        #expect(try next.syncOptions!.getOption(YamuxChannelOptions.streamID) == 3)
+    }
+
     // MARK: Flow control
 
     @Test func oneMebibyteCrossesA256KiBWindowByWaiting() throws {
