@@ -121,11 +121,7 @@ import Testing
         stream.write(ByteBuffer(string: "second "), promise: nil)
         stream.writeAndFlush(ByteBuffer(string: "third"), promise: nil)
         stream.close(mode: .output, promise: nil)
-        var toServer: [YamuxFrame] = []
-        while let buffer = try client.readOutbound(as: ByteBuffer.self) {
-            toServer += try YamuxPair.decodeAll(buffer)
-            try server.writeInbound(buffer)
-        }
+        let toServer = try YamuxPair.drainFrames(client, forwardingTo: server)
         #expect(toServer.first == .windowUpdate(streamID: 1, flags: .syn))
         #expect(accepted.value.isEmpty)
         loop.advanceTime(by: .seconds(1))
@@ -170,11 +166,7 @@ import Testing
         let written = stream.writeAndFlush(payload)
 
         // Before any window update only one window's worth is on the wire; the rest waits.
-        var firstBurst: [YamuxFrame] = []
-        while let buffer = try pair.client.readOutbound(as: ByteBuffer.self) {
-            firstBurst += try YamuxPair.decodeAll(buffer)
-            try pair.server.writeInbound(buffer)
-        }
+        let firstBurst = try YamuxPair.drainFrames(pair.client, forwardingTo: pair.server)
         #expect(self.dataBytes(firstBurst, stream: 1) == self.window)
         #expect(!stream.isWritable)
 
@@ -222,6 +214,55 @@ import Testing
         try pair.shuttle()
         #expect(accepted.recorder.received == self.pattern(3 * self.window))
         #expect(stream.isWritable)
+    }
+
+    /// Flips the parent's writability inside every write, as a socket does at its high-water mark.
+    private final class WritabilityFlipper: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            context.write(data, promise: promise)
+            let channel = context.channel as! EmbeddedChannel
+            channel.isWritable.toggle()
+            context.fireChannelWritabilityChanged()
+        }
+    }
+
+    /// Writes and flushes a marker whenever the stream turns unwritable.
+    private final class NestedWriter: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        var markers = 0
+
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            if !context.channel.isWritable, self.markers < 3 {
+                self.markers += 1
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: "<nested\(self.markers)>")), promise: nil)
+            }
+        }
+    }
+
+    @Test func framesWrittenFromInsideAParentWriteNeverSplitAFrame() throws {
+        let pair = try YamuxPair()
+        let bulk = try pair.openClientStream()
+        let reactive = try pair.openClientStream { channel in
+            try Streams.recording()(channel)
+            try channel.pipeline.syncOperations.addHandler(NestedWriter())
+        }
+        try pair.shuttle()
+        try pair.client.pipeline.syncOperations.addHandler(WritabilityFlipper(), position: .first)
+        // The bulk frame's header and payload are separate writes; the first of them flips the
+        // parent, and the other stream answers from inside that write.
+        let big = self.pattern(20_000)
+        bulk.writeAndFlush(big, promise: nil)
+        try pair.shuttle()
+        #expect(pair.server.isActive)
+        let accepted = pair.serverStreams.value
+        try #require(accepted.count == 2)
+        #expect(accepted[0].recorder.received == big)
+        #expect(accepted[1].recorder.received.readableBytes > 0)
+        #expect(accepted[1].recorder.received.getString(at: 0, length: 9) == "<nested1>")
+        #expect(reactive.isActive && bulk.isActive)
     }
 
     // MARK: Closing
@@ -395,7 +436,7 @@ import Testing
         #expect(try pair.client.readOutbound(as: ByteBuffer.self) == nil)
         // A whole interval without traffic: ping.
         pair.loop.advanceTime(by: .seconds(30))
-        let ping = try YamuxPair.decodeAll(try #require(try pair.client.readOutbound(as: ByteBuffer.self)))
+        let ping = try YamuxPair.drainFrames(pair.client)
         #expect(ping == [.ping(flags: .syn, opaque: 0)])
 
         // The peer never answers.

@@ -35,10 +35,12 @@ final class StreamRecorder: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         self.writability.append(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isInactive = true
+        context.fireChannelInactive()
     }
 
     var transportErrorCodes: [TransportError.Code] {
@@ -141,6 +143,9 @@ final class YamuxPair {
     /// Every frame that crossed, in order, per direction.
     var framesToServer: [YamuxFrame] = []
     var framesToClient: [YamuxFrame] = []
+    /// Bytes of a frame that has only partly crossed (a header is written apart from a large payload).
+    private var partialToServer = ByteBuffer()
+    private var partialToClient = ByteBuffer()
 
     init(
         configuration: YamuxConfiguration = YamuxConfiguration(),
@@ -184,7 +189,7 @@ final class YamuxPair {
             moved = false
             while let buffer = try self.client.readOutbound(as: ByteBuffer.self) {
                 guard buffer.readableBytes > 0 else { continue }
-                self.framesToServer += try Self.decodeAll(buffer)
+                self.framesToServer += try Self.decode(buffer, partial: &self.partialToServer)
                 if self.server.isActive {
                     try self.server.writeInbound(buffer)
                 }
@@ -192,7 +197,7 @@ final class YamuxPair {
             }
             while let buffer = try self.server.readOutbound(as: ByteBuffer.self) {
                 guard buffer.readableBytes > 0 else { continue }
-                self.framesToClient += try Self.decodeAll(buffer)
+                self.framesToClient += try Self.decode(buffer, partial: &self.partialToClient)
                 if self.client.isActive {
                     try self.client.writeInbound(buffer)
                 }
@@ -202,13 +207,30 @@ final class YamuxPair {
         self.loop.run()
     }
 
-    static func decodeAll(_ buffer: ByteBuffer) throws -> [YamuxFrame] {
+    /// Decodes the frames `buffer` completes, keeping an unfinished one in `partial`.
+    static func decode(_ buffer: ByteBuffer, partial: inout ByteBuffer) throws -> [YamuxFrame] {
         var buffer = buffer
+        partial.writeBuffer(&buffer)
         var frames: [YamuxFrame] = []
-        while let frame = try YamuxFrame.decode(from: &buffer, maximumDataLength: UInt32.max) {
+        while let frame = try YamuxFrame.decode(from: &partial, maximumDataLength: UInt32.max) {
             frames.append(frame)
         }
-        precondition(buffer.readableBytes == 0, "outbound writes hold whole frames")
+        partial.discardReadBytes()
+        return frames
+    }
+
+    /// Reads every outbound write of `channel` and decodes the frames; the writes must end on a
+    /// frame boundary.
+    static func drainFrames(_ channel: EmbeddedChannel, forwardingTo other: EmbeddedChannel? = nil) throws -> [YamuxFrame] {
+        var partial = ByteBuffer()
+        var frames: [YamuxFrame] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            frames += try Self.decode(buffer, partial: &partial)
+            if let other, buffer.readableBytes > 0 {
+                try other.writeInbound(buffer)
+            }
+        }
+        precondition(partial.readableBytes == 0, "a frame was left unfinished")
         return frames
     }
 }
@@ -248,10 +270,6 @@ final class RawYamuxPeer {
 
     /// The frames the session wrote since the last call.
     func sent() throws -> [YamuxFrame] {
-        var frames: [YamuxFrame] = []
-        while let buffer = try self.channel.readOutbound(as: ByteBuffer.self) {
-            frames += try YamuxPair.decodeAll(buffer)
-        }
-        return frames
+        try YamuxPair.drainFrames(self.channel)
     }
 }

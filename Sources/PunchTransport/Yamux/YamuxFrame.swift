@@ -125,11 +125,16 @@ public struct YamuxFrame: Hashable, Sendable {
     /// different size from what it carries.
     /// - Parameter buffer: the buffer to append to.
     public func encode(into buffer: inout ByteBuffer) {
-        let length = self.type == .data ? UInt32(self.payload.readableBytes) : self.length
-        buffer.writeMultipleIntegers(Self.version, self.type.rawValue, self.flags.rawValue, self.streamID, length)
+        self.encodeHeader(into: &buffer)
         if self.type == .data {
             buffer.writeImmutableBuffer(self.payload)
         }
+    }
+
+    /// Appends only the 12 header bytes, for a caller that sends the payload separately.
+    func encodeHeader(into buffer: inout ByteBuffer) {
+        let length = self.type == .data ? UInt32(self.payload.readableBytes) : self.length
+        buffer.writeMultipleIntegers(Self.version, self.type.rawValue, self.flags.rawValue, self.streamID, length)
     }
 }
 

@@ -42,8 +42,12 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     public typealias OutboundOut = ByteBuffer
 
     /// Frames are gathered into one buffer and written at the end of each burst, so the layer below
-    /// (Noise) sees few, large writes; this bounds one gathered write.
+    /// (Noise) sees few writes; this bounds one gathered write.
     static let outboundChunkSize = 64 * 1024
+
+    /// Data payloads at least this large are not copied into the gathered buffer: their header
+    /// is, and the payload slice follows as its own write.
+    static let zeroCopyPayloadSize = 4 * 1024
 
     private let configuration: YamuxConfiguration
     private let logger: Logger
@@ -60,6 +64,10 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     /// Completed when `outboundBuffer` has been written (other promises cascade from it).
     private var outboundPromise: EventLoopPromise<Void>?
     private var hasUnflushedWrites = false
+    /// Inside `context.write` or `context.flush`: see ``emit(_:)``.
+    private var isWritingToParent = false
+    /// A flush was asked for while writing; it runs when the write returns.
+    private var flushDeferred = false
     /// Between a `channelRead` and its `channelReadComplete`: writes wait for the read burst to end.
     private var isProcessingInbound = false
     /// Streams with data waiting for the parent's `channelReadComplete`.
@@ -387,9 +395,27 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
 
     // MARK: Writing frames
 
+    /// Queues a frame for the parent.
+    ///
+    /// Writing to the parent can run user code synchronously (a writability change reaches the
+    /// stream pipelines), which may emit and flush frames of its own. While a write is in progress
+    /// (`isWritingToParent`) such nested frames are only gathered and nested flushes deferred, so
+    /// bytes reach the wire in the order they were emitted, and a frame's header is never separated
+    /// from its payload.
     private func emit(_ frame: YamuxFrame) {
+        if frame.type == .data, frame.payload.readableBytes >= Self.zeroCopyPayloadSize, !self.isWritingToParent,
+            self.context != nil
+        {
+            if self.outboundBuffer == nil {
+                self.outboundBuffer = self.allocator.buffer(capacity: YamuxFrame.headerLength)
+            }
+            frame.encodeHeader(into: &self.outboundBuffer!)
+            self.writeOutbound()
+            self.writeToParent(frame.payload, promise: nil)
+            return
+        }
         if self.outboundBuffer == nil {
-            self.outboundBuffer = self.allocator.buffer(capacity: max(frame.encodedLength, 256))
+            self.outboundBuffer = self.allocator.buffer(capacity: max(frame.encodedLength, 512))
         }
         frame.encode(into: &self.outboundBuffer!)
         if self.outboundBuffer!.readableBytes >= Self.outboundChunkSize {
@@ -397,26 +423,47 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         }
     }
 
+    /// Writes the gathered frames (and the promise waiting on them), unless a write is in progress.
     private func writeOutbound() {
+        guard !self.isWritingToParent else { return }
         let buffer = self.outboundBuffer
         let promise = self.outboundPromise
         self.outboundBuffer = nil
         self.outboundPromise = nil
         guard buffer != nil || promise != nil else { return }
+        guard self.context != nil else {
+            promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
+            return
+        }
+        // An empty write still completes in order, after the frames written before it.
+        self.writeToParent(buffer ?? ByteBuffer(), promise: promise)
+    }
+
+    private func writeToParent(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
         guard let context = self.context else {
             promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
             return
         }
+        self.isWritingToParent = true
         self.hasUnflushedWrites = true
-        // An empty write still completes in order, after the frames written before it.
-        context.write(self.wrapOutboundOut(buffer ?? ByteBuffer()), promise: promise)
+        context.write(self.wrapOutboundOut(buffer), promise: promise)
+        self.isWritingToParent = false
     }
 
     private func flushOutbound() {
-        self.writeOutbound()
-        guard self.hasUnflushedWrites, let context = self.context else { return }
-        self.hasUnflushedWrites = false
-        context.flush()
+        guard !self.isWritingToParent else {
+            self.flushDeferred = true
+            return
+        }
+        repeat {
+            self.flushDeferred = false
+            self.writeOutbound()
+            guard self.hasUnflushedWrites, let context = self.context else { return }
+            self.hasUnflushedWrites = false
+            self.isWritingToParent = true
+            context.flush()
+            self.isWritingToParent = false
+        } while self.flushDeferred || self.outboundBuffer != nil || self.outboundPromise != nil
     }
 }
 
