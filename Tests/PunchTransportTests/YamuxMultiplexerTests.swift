@@ -586,6 +586,35 @@ import Testing
         #expect(try peer.sent() == [.ping(flags: .ack, opaque: 9)])
     }
 
+    @Test func aSplitDataFrameStreamsItsPayloadAndAppliesFINLast() throws {
+        let peer = try RawYamuxPeer()
+        var bytes = ByteBuffer()
+        let payload = ByteBuffer(repeating: 0x42, count: 30_000)
+        YamuxFrame.data(streamID: 1, flags: [.syn, .fin], payload: payload).encode(into: &bytes)
+        // The header and the first 10_000 payload bytes: the stream opens and reads them at once.
+        try peer.receive(bytes: bytes.readSlice(length: 12 + 10_000)!)
+        let stream = try #require(peer.streams.value.first)
+        #expect(stream.recorder.received.readableBytes == 10_000)
+        #expect(!stream.recorder.inputClosed)
+        try peer.receive(bytes: bytes.readSlice(length: 10_000)!)
+        #expect(stream.recorder.received.readableBytes == 20_000)
+        #expect(!stream.recorder.inputClosed)
+        try peer.receive(bytes: bytes)
+        #expect(stream.recorder.received == payload)
+        #expect(stream.recorder.inputClosed)
+    }
+
+    @Test func aSplitDataFrameBeyondTheWindowStillClosesTheSession() throws {
+        // The reader does not read, so no window is granted back.
+        let peer = try RawYamuxPeer(setup: Streams.recording(autoRead: false))
+        try peer.receive(.windowUpdate(streamID: 1, flags: .syn), .data(streamID: 1, payload: ByteBuffer(repeating: 0, count: 100_000)))
+        var bytes = ByteBuffer()
+        YamuxFrame.data(streamID: 1, payload: ByteBuffer(repeating: 0, count: self.window)).encode(into: &bytes)
+        try peer.receive(bytes: bytes.readSlice(length: 12 + 100_000)!)
+        #expect(peer.channel.isActive)
+        try self.expectSessionError(.yamuxWindowViolation, peer, bytes: bytes)
+    }
+
     @Test func rawWritesOnTheParentAreRefused() throws {
         let peer = try RawYamuxPeer()
         #expect(throws: ChannelError.operationUnsupported) {

@@ -14,40 +14,58 @@ extension YamuxFrame {
     /// - Throws: ``TransportError`` `.yamuxInvalidVersion`, `.yamuxInvalidFrameType` or
     ///   `.yamuxFrameTooLarge`; the reader index is unchanged.
     public static func decode(from buffer: inout ByteBuffer, maximumDataLength: UInt32) throws(TransportError) -> YamuxFrame? {
-        var peek = buffer
-        guard
-            let (version, rawType, rawFlags, streamID, length) = peek.readMultipleIntegers(
-                as: (UInt8, UInt8, UInt16, UInt32, UInt32).self
-            )
-        else {
+        guard let header = try Header.peek(in: buffer, maximumDataLength: maximumDataLength) else {
             return nil
         }
-        guard version == Self.version else {
-            throw TransportError(
-                .yamuxInvalidVersion,
-                "the peer sent a yamux frame with version \(version); only version 0 exists"
-            )
-        }
-        guard let type = FrameType(rawValue: rawType) else {
-            throw TransportError(
-                .yamuxInvalidFrameType,
-                "the peer sent a yamux frame of unknown type \(rawType); types 0 to 3 exist"
-            )
-        }
         var payload = ByteBuffer()
-        if type == .data {
-            guard length <= maximumDataLength else {
+        if header.type == .data {
+            guard let slice = buffer.getSlice(at: buffer.readerIndex + Self.headerLength, length: Int(header.length)) else {
+                return nil
+            }
+            payload = slice
+        }
+        buffer.moveReaderIndex(forwardBy: Self.headerLength + payload.readableBytes)
+        return YamuxFrame(type: header.type, flags: header.flags, streamID: header.streamID, length: header.length, payload: payload)
+    }
+
+    /// The fields of a frame header, validated.
+    struct Header: Hashable, Sendable {
+        var type: FrameType
+        var flags: Flags
+        var streamID: UInt32
+        var length: UInt32
+
+        /// Reads and validates the header at the front of `buffer` without consuming anything.
+        /// - Returns: the header, or `nil` if fewer than 12 bytes are present.
+        /// - Throws: as ``YamuxFrame/decode(from:maximumDataLength:)``.
+        static func peek(in buffer: ByteBuffer, maximumDataLength: UInt32) throws(TransportError) -> Header? {
+            var peek = buffer
+            guard
+                let (version, rawType, rawFlags, streamID, length) = peek.readMultipleIntegers(
+                    as: (UInt8, UInt8, UInt16, UInt32, UInt32).self
+                )
+            else {
+                return nil
+            }
+            guard version == YamuxFrame.version else {
+                throw TransportError(
+                    .yamuxInvalidVersion,
+                    "the peer sent a yamux frame with version \(version); only version 0 exists"
+                )
+            }
+            guard let type = FrameType(rawValue: rawType) else {
+                throw TransportError(
+                    .yamuxInvalidFrameType,
+                    "the peer sent a yamux frame of unknown type \(rawType); types 0 to 3 exist"
+                )
+            }
+            if type == .data, length > maximumDataLength {
                 throw TransportError(
                     .yamuxFrameTooLarge,
                     "the peer announced a \(length)-byte Data frame on stream \(streamID); no receive window here exceeds \(maximumDataLength) bytes"
                 )
             }
-            guard let slice = peek.readSlice(length: Int(length)) else {
-                return nil
-            }
-            payload = slice
+            return Header(type: type, flags: Flags(rawValue: rawFlags), streamID: streamID, length: length)
         }
-        buffer = peek
-        return YamuxFrame(type: type, flags: Flags(rawValue: rawFlags), streamID: streamID, length: length, payload: payload)
     }
 }

@@ -57,8 +57,10 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     private var eventLoop: EventLoop?
     private var allocator = ByteBufferAllocator()
     private var streams: [UInt32: YamuxStreamChannel] = [:]
-    /// Bytes of a frame not yet complete.
+    /// Bytes of a frame header (or a non-Data frame) not yet complete.
     private var inboundBuffer: ByteBuffer?
+    /// The Data frame whose payload is arriving, when one was split across reads.
+    private var inboundDataFrame: InboundDataFrame?
     /// Encoded frames not yet written to the parent.
     private var outboundBuffer: ByteBuffer?
     /// Completed when `outboundBuffer` has been written (other promises cascade from it).
@@ -103,6 +105,16 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         self.logger = logger
         self.inboundStreamInitializer = inboundStreamInitializer
         self.stateMachine = YamuxSessionStateMachine(role: role, configuration: configuration)
+    }
+
+    /// A Data frame whose header has been read and whose payload is still arriving.
+    private struct InboundDataFrame {
+        let streamID: UInt32
+        /// SYN and ACK (and unknown bits), applied with the first piece.
+        var openingFlags: YamuxFrame.Flags
+        /// FIN and RST, applied with the last piece.
+        let closingFlags: YamuxFrame.Flags
+        var remaining: Int
     }
 
     // MARK: Public API
@@ -236,15 +248,49 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
             buffer = incoming
         }
         self.isProcessingInbound = true
+        let maximumDataLength = self.stateMachine.maximumInboundDataLength
         while !self.isTornDown {
-            let frame: YamuxFrame?
+            if var partial = self.inboundDataFrame {
+                let count = min(partial.remaining, buffer.readableBytes)
+                guard count > 0 || !partial.openingFlags.isEmpty else { break }
+                let piece = buffer.readSlice(length: count)!
+                var flags = partial.openingFlags
+                partial.openingFlags = []
+                partial.remaining -= count
+                if partial.remaining == 0 {
+                    flags.formUnion(partial.closingFlags)
+                    self.inboundDataFrame = nil
+                } else {
+                    self.inboundDataFrame = partial
+                }
+                self.perform(self.stateMachine.receive(.data(streamID: partial.streamID, flags: flags, payload: piece)), context: context)
+                continue
+            }
+            let header: YamuxFrame.Header?
             do {
-                frame = try YamuxFrame.decode(from: &buffer, maximumDataLength: self.stateMachine.maximumInboundDataLength)
+                header = try YamuxFrame.Header.peek(in: buffer, maximumDataLength: maximumDataLength)
             } catch {
                 self.endSession(error: error, goAway: self.stateMachine.decodingFailed(), closeConnection: true)
                 return
             }
-            guard let frame else { break }
+            guard let header else { break }
+            let payloadLength = header.type == .data ? Int(header.length) : 0
+            if buffer.readableBytes < YamuxFrame.headerLength + payloadLength {
+                // A Data frame split across reads: its payload goes to the stream piece by piece as it
+                // arrives (SYN and ACK with the first piece, FIN and RST with the last), so nothing is
+                // copied to reassemble it. The header already passed the size check.
+                buffer.moveReaderIndex(forwardBy: YamuxFrame.headerLength)
+                self.inboundDataFrame = InboundDataFrame(
+                    streamID: header.streamID,
+                    openingFlags: header.flags.subtracting([.fin, .rst]),
+                    closingFlags: header.flags.intersection([.fin, .rst]),
+                    remaining: payloadLength
+                )
+                continue
+            }
+            buffer.moveReaderIndex(forwardBy: YamuxFrame.headerLength)
+            let payload = payloadLength > 0 ? buffer.readSlice(length: payloadLength)! : ByteBuffer()
+            let frame = YamuxFrame(type: header.type, flags: header.flags, streamID: header.streamID, length: header.length, payload: payload)
             self.perform(self.stateMachine.receive(frame), context: context)
         }
         self.inboundBuffer = self.isTornDown || buffer.readableBytes == 0 ? nil : buffer
@@ -337,6 +383,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         self.pingTimeoutTask?.cancel()
         self.pingTimeoutTask = nil
         self.inboundBuffer = nil
+        self.inboundDataFrame = nil
         if let goAway {
             self.emit(goAway)
         }
