@@ -193,6 +193,27 @@ import Testing
         #expect(pair.serverStreams.value.first?.recorder.received.readableBytes == self.window + 1)
     }
 
+    @Test func streamDataWaitsWhileTheConnectionIsUnwritable() throws {
+        let pair = try YamuxPair()
+        let stream = try pair.openClientStream()
+        try pair.shuttle()
+        pair.client.isWritable = false
+        pair.client.pipeline.fireChannelWritabilityChanged()
+        #expect(!stream.isWritable)
+        stream.writeAndFlush(ByteBuffer(string: "held back"), promise: nil)
+        try pair.shuttle()
+        #expect(pair.serverStreams.value.first?.recorder.received.readableBytes == 0)
+        // Control frames are never held back: a ping is still answered.
+        try pair.client.writeInbound(ByteBuffer(bytes: [0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]))
+        #expect(try YamuxPair.drainFrames(pair.client) == [.ping(flags: .ack, opaque: 7)])
+
+        pair.client.isWritable = true
+        pair.client.pipeline.fireChannelWritabilityChanged()
+        try pair.shuttle()
+        #expect(stream.isWritable)
+        #expect(pair.serverStreams.value.first?.recorder.received == ByteBuffer(string: "held back"))
+    }
+
     @Test func aReaderWithAutoReadOffStopsTheSender() throws {
         let pair = try YamuxPair(serverSetup: Streams.recording(autoRead: false))
         let stream = try pair.openClientStream()

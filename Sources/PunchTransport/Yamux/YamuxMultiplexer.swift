@@ -61,17 +61,20 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     private var inboundBuffer: ByteBuffer?
     /// The Data frame whose payload is arriving, when one was split across reads.
     private var inboundDataFrame: InboundDataFrame?
-    /// Encoded frames not yet written to the parent.
-    private var outboundBuffer: ByteBuffer?
-    /// Completed when `outboundBuffer` has been written (other promises cascade from it).
-    private var outboundPromise: EventLoopPromise<Void>?
+    /// Small frames gathered for one write to the parent.
+    private var gathering: ByteBuffer?
+    /// Completed when `gathering` has been written (other promises cascade from it).
+    private var gatheringPromise: EventLoopPromise<Void>?
+    /// Buffers to write to the parent, in order: gathered frames and large payloads.
+    private var outboundQueue = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
     private var hasUnflushedWrites = false
-    /// Inside `context.write` or `context.flush`: see ``emit(_:)``.
+    /// Inside `context.write` or `context.flush`: see `emit(_:)`.
     private var isWritingToParent = false
     /// A flush was asked for while writing; it runs when the write returns.
     private var flushDeferred = false
-    /// Between a `channelRead` and its `channelReadComplete`: writes wait for the read burst to end.
-    private var isProcessingInbound = false
+    /// Between a `channelRead` and its `channelReadComplete` (or while every stream reacts to a
+    /// writability change): frames are gathered and flushed once when the burst ends.
+    private var flushesDeferred = false
     /// Streams with data waiting for the parent's `channelReadComplete`.
     private var readCompleteQueue: [YamuxStreamChannel] = []
     private var keepAliveTask: Scheduled<Void>?
@@ -247,7 +250,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         } else {
             buffer = incoming
         }
-        self.isProcessingInbound = true
+        self.flushesDeferred = true
         let maximumDataLength = self.stateMachine.maximumInboundDataLength
         while !self.isTornDown {
             if var partial = self.inboundDataFrame {
@@ -306,15 +309,21 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         if self.readCompleteQueue.isEmpty {
             self.readCompleteQueue = ready
         }
-        self.isProcessingInbound = false
+        self.flushesDeferred = false
         self.flushOutbound()
         context.fireChannelReadComplete()
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         self.parentIsWritable = context.channel.isWritable
+        let wasDeferring = self.flushesDeferred
+        self.flushesDeferred = true
         for stream in Array(self.streams.values) {
             stream.parentWritabilityChanged()
+        }
+        self.flushesDeferred = wasDeferring
+        if !wasDeferring {
+            self.flushOutbound()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -387,7 +396,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         if let goAway {
             self.emit(goAway)
         }
-        self.isProcessingInbound = false
+        self.flushesDeferred = false
         self.flushOutbound()
         if let promise = self.pingPromise {
             self.pingPromise = nil
@@ -444,56 +453,57 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
 
     /// Queues a frame for the parent.
     ///
-    /// Writing to the parent can run user code synchronously (a writability change reaches the
-    /// stream pipelines), which may emit and flush frames of its own. While a write is in progress
-    /// (`isWritingToParent`) such nested frames are only gathered and nested flushes deferred, so
-    /// bytes reach the wire in the order they were emitted, and a frame's header is never separated
-    /// from its payload.
+    /// Small frames are gathered into one buffer; a large Data payload is not copied: its header
+    /// ends the gathered buffer and the payload slice follows as its own write. Writing to the
+    /// parent can run user code synchronously (a writability change reaches the stream pipelines),
+    /// which may emit and flush frames of its own: those only join the queue, and the write loop
+    /// already running sends them in order, so no frame is split or overtaken.
     private func emit(_ frame: YamuxFrame) {
-        if frame.type == .data, frame.payload.readableBytes >= Self.zeroCopyPayloadSize, !self.isWritingToParent,
-            self.context != nil
-        {
-            if self.outboundBuffer == nil {
-                self.outboundBuffer = self.allocator.buffer(capacity: YamuxFrame.headerLength)
+        if frame.type == .data, frame.payload.readableBytes >= Self.zeroCopyPayloadSize {
+            if self.gathering == nil {
+                self.gathering = self.allocator.buffer(capacity: YamuxFrame.headerLength)
             }
-            frame.encodeHeader(into: &self.outboundBuffer!)
-            self.writeOutbound()
-            self.writeToParent(frame.payload, promise: nil)
+            frame.encodeHeader(into: &self.gathering!)
+            self.enqueueGathered()
+            self.outboundQueue.append((frame.payload, nil))
+            self.writeQueued()
             return
         }
-        if self.outboundBuffer == nil {
-            self.outboundBuffer = self.allocator.buffer(capacity: max(frame.encodedLength, 512))
+        if self.gathering == nil {
+            self.gathering = self.allocator.buffer(capacity: max(frame.encodedLength, 512))
         }
-        frame.encode(into: &self.outboundBuffer!)
-        if self.outboundBuffer!.readableBytes >= Self.outboundChunkSize {
-            self.writeOutbound()
+        frame.encode(into: &self.gathering!)
+        if self.gathering!.readableBytes >= Self.outboundChunkSize {
+            self.enqueueGathered()
+            self.writeQueued()
         }
     }
 
-    /// Writes the gathered frames (and the promise waiting on them), unless a write is in progress.
-    private func writeOutbound() {
-        guard !self.isWritingToParent else { return }
-        let buffer = self.outboundBuffer
-        let promise = self.outboundPromise
-        self.outboundBuffer = nil
-        self.outboundPromise = nil
+    /// Moves the gathered frames (and the promise waiting on them) to the write queue.
+    private func enqueueGathered() {
+        let buffer = self.gathering
+        let promise = self.gatheringPromise
+        self.gathering = nil
+        self.gatheringPromise = nil
         guard buffer != nil || promise != nil else { return }
-        guard self.context != nil else {
-            promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
-            return
-        }
-        // An empty write still completes in order, after the frames written before it.
-        self.writeToParent(buffer ?? ByteBuffer(), promise: promise)
+        // An empty write still completes in order, after the writes before it.
+        self.outboundQueue.append((buffer ?? ByteBuffer(), promise))
     }
 
-    private func writeToParent(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+    /// Writes the queue to the parent, unless a write is already in progress (it will continue).
+    private func writeQueued() {
+        guard !self.isWritingToParent else { return }
         guard let context = self.context else {
-            promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
+            while let (_, promise) = self.outboundQueue.popFirst() {
+                promise?.fail(TransportError(.yamuxSessionClosed, "the yamux multiplexer is no longer in a pipeline"))
+            }
             return
         }
         self.isWritingToParent = true
-        self.hasUnflushedWrites = true
-        context.write(self.wrapOutboundOut(buffer), promise: promise)
+        while let (buffer, promise) = self.outboundQueue.popFirst() {
+            self.hasUnflushedWrites = true
+            context.write(self.wrapOutboundOut(buffer), promise: promise)
+        }
         self.isWritingToParent = false
     }
 
@@ -504,13 +514,14 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         }
         repeat {
             self.flushDeferred = false
-            self.writeOutbound()
+            self.enqueueGathered()
+            self.writeQueued()
             guard self.hasUnflushedWrites, let context = self.context else { return }
             self.hasUnflushedWrites = false
             self.isWritingToParent = true
             context.flush()
             self.isWritingToParent = false
-        } while self.flushDeferred || self.outboundBuffer != nil || self.outboundPromise != nil
+        } while self.flushDeferred || self.gathering != nil || self.gatheringPromise != nil || !self.outboundQueue.isEmpty
     }
 }
 
@@ -527,10 +538,10 @@ extension YamuxMultiplexer {
 
     /// Completes `promise` once everything emitted so far has been written to the parent.
     func completeWhenWritten(_ promise: EventLoopPromise<Void>) {
-        if let pending = self.outboundPromise {
+        if let pending = self.gatheringPromise {
             pending.futureResult.cascade(to: promise)
         } else {
-            self.outboundPromise = promise
+            self.gatheringPromise = promise
         }
     }
 
@@ -580,7 +591,7 @@ extension YamuxMultiplexer {
 
     /// A stream wrote or closed: flush now, unless a read burst is in progress (it flushes at its end).
     func childFlushed() {
-        guard !self.isProcessingInbound else { return }
+        guard !self.flushesDeferred else { return }
         self.flushOutbound()
     }
 

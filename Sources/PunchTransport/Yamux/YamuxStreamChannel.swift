@@ -345,9 +345,10 @@ extension YamuxStreamChannel {
         self.deliverPendingReads()
     }
 
-    /// The parent's writability changed.
+    /// The parent's writability changed: data held back for it may go now.
     func parentWritabilityChanged() {
-        self.updateWritability()
+        self.drainWrites()
+        self.multiplexer.childFlushed()
     }
 
     /// The session or its connection ended; the stream goes with it, without any frame.
@@ -530,9 +531,11 @@ extension YamuxStreamChannel {
 
     private func drainFlushedWrites() {
         // Writing to the parent can fire writability events into user code, which may close or reset
-        // this stream: the loop re-checks the lifecycle after every call out.
+        // this stream: the loop re-checks the lifecycle after every call out. While the connection
+        // itself is unwritable, data stays here (bounded by the window) rather than piling up in the
+        // connection's buffer; the parent's writability event resumes it.
         writes: while self.lifecycle == .active || self.lifecycle == .closing, self.pendingWrites.hasMark,
-            let write = self.pendingWrites.first
+            self.multiplexer.parentIsWritable, let write = self.pendingWrites.first
         {
             switch write {
             case .data(var buffer, let promise):
