@@ -121,8 +121,9 @@ import Testing
         }
         #expect(totals == Array(repeating: Self.bytesPerStream, count: Self.streamCount))
 
-        // One more round trip on the session itself.
-        let rtt = try await opener.ping()
+        // One more round trip on the session itself, through an opener found in the pipeline.
+        let found = try await connection.pipeline.yamuxStreamOpener().get()
+        let rtt = try await found.ping()
         #expect(rtt >= .zero)
 
         try await connection.close()

@@ -51,3 +51,18 @@ public struct YamuxStreamOpener: Sendable {
         }.get()
     }
 }
+
+extension ChannelPipeline {
+    /// The ``YamuxStreamOpener`` of the ``YamuxMultiplexer`` in this pipeline, from any thread.
+    ///
+    /// ```swift
+    /// let opener = try await connection.pipeline.yamuxStreamOpener().get()
+    /// ```
+    /// - Returns: the opener; fails with `ChannelPipelineError.notFound` if the pipeline holds no
+    ///   multiplexer.
+    public func yamuxStreamOpener() -> EventLoopFuture<YamuxStreamOpener> {
+        self.eventLoop.submit {
+            try self.syncOperations.handler(type: YamuxMultiplexer.self).streamOpener
+        }
+    }
+}
