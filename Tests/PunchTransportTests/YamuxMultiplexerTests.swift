@@ -580,6 +580,7 @@ import Testing
         try peer.receive(.data(streamID: 1, payload: ByteBuffer(string: "after the end")))
         #expect(try peer.sent() == [.windowUpdate(streamID: 1, flags: .rst)])
         let (first, second) = (peer.streams.value[0], peer.streams.value[1])
+        #expect(first.recorder.received == ByteBuffer(string: "end"))
         #expect(first.recorder.transportErrorCodes == [.yamuxStreamProtocolError])
         #expect(!first.isActive)
         #expect(second.isActive)

@@ -335,6 +335,10 @@ extension YamuxStreamChannel {
 
     /// The peer broke the protocol on this stream; the session already sent RST.
     func fail(error: TransportError) {
+        if self.lifecycle == .active {
+            // What arrived before the violation was valid data.
+            self.deliverPendingReadsIgnoringBackpressure()
+        }
         self.finalize(error: error, notifyPipeline: true)
     }
 
