@@ -287,7 +287,7 @@ struct NoisePair {
 // MARK: - Loopback
 
 /// Echoes every byte back.
-private final class EchoHandler: ChannelInboundHandler {
+private final class NoiseEchoHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -356,7 +356,7 @@ private final class EchoClient: ChannelInboundHandler {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        NoiseHandler(role: .responder, localKey: serverKey), EchoHandler())
+                        NoiseHandler(role: .responder, localKey: serverKey), NoiseEchoHandler())
                 }
             }
             .bind(host: "127.0.0.1", port: 0)

@@ -1,0 +1,179 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import PunchCrypto
+import PunchWire
+
+/// A secure, multiplexed connection to one peer: Noise over TCP, with yamux streams.
+///
+/// Open streams with ``openStream(protocol:)``; ``ping()`` and ``identify()`` run the standard
+/// libp2p protocols. Thread-safe.
+public final class Connection: Sendable, Hashable, CustomStringConvertible {
+    /// Which side dialed.
+    public let direction: ConnectionDirection
+    /// Our end of the TCP connection.
+    public let localAddress: Multiaddr?
+    /// The peer's end of the TCP connection (for an inbound connection behind NAT: its public
+    /// mapping). This is what identify reports to the peer as its observed address.
+    public let remoteAddress: Multiaddr?
+    /// The TCP channel; the pipeline ends in the yamux multiplexer.
+    public let channel: Channel
+
+    private struct State {
+        var remotePeerID: PeerID?
+        var remotePublicKey: PublicKey?
+        var opener: YamuxStreamOpener?
+        var identify: Task<IdentifyInfo, Error>?
+        var closeError: TransportError?
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// How streams are negotiated and handed to handlers; set by the ``Host``.
+    let streamRouter: StreamRouter
+
+    init(channel: Channel, direction: ConnectionDirection, router: StreamRouter) {
+        self.channel = channel
+        self.direction = direction
+        self.localAddress = channel.localAddress.flatMap(Multiaddr.init(tcp:))
+        self.remoteAddress = channel.remoteAddress.flatMap(Multiaddr.init(tcp:))
+        self.streamRouter = router
+    }
+
+    /// The peer's PeerID, proven by the Noise handshake.
+    public var remotePeerID: PeerID {
+        guard let peer = state.withLockedValue({ $0.remotePeerID }) else {
+            preconditionFailure("a Connection is handed out only after the Noise handshake")
+        }
+        return peer
+    }
+
+    /// The peer's identity key, from the Noise handshake.
+    public var remotePublicKey: PublicKey {
+        state.withLockedValue { $0.remotePublicKey! }
+    }
+
+    /// Whether the connection is still open.
+    public var isActive: Bool { channel.isActive }
+
+    /// Completes when the connection has closed.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// Why the connection closed, when it closed because of an error.
+    public var closeError: TransportError? { state.withLockedValue { $0.closeError } }
+
+    public var description: String {
+        let peer = state.withLockedValue { $0.remotePeerID }.map { "\($0)" } ?? "?"
+        return "Connection(\(direction.rawValue) \(peer) \(remoteAddress.map { "\($0)" } ?? "?"))"
+    }
+
+    public static func == (lhs: Connection, rhs: Connection) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
+    // MARK: Streams
+
+    /// Opens a stream and negotiates `protocolID` on it with multistream-select.
+    ///
+    /// - Returns: the stream, as a `NIOAsyncChannel`; use `executeThenClose` on it. Finishing the
+    ///   outbound writer half-closes the stream (yamux FIN); the inbound sequence ends at the
+    ///   peer's FIN.
+    /// - Throws: ``TransportError``: `.multistreamNoProtocol` when the peer does not speak the
+    ///   protocol, yamux stream limits, `.connectionClosed`.
+    public func openStream(protocol protocolID: String) async throws -> HostStream {
+        try await openStream(protocols: [protocolID])
+    }
+
+    /// Opens a stream and negotiates the first of `protocols` that the peer supports.
+    public func openStream(protocols: [String]) async throws -> HostStream {
+        precondition(!protocols.isEmpty, "name at least one protocol")
+        guard let opener = state.withLockedValue({ $0.opener }) else {
+            throw TransportError(.connectionClosed, "the connection is not ready")
+        }
+        let router = streamRouter
+        let negotiated = try await opener.openStream { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try router.negotiateOutbound(stream, proposing: protocols)
+            }
+        }
+        let (chosen, asyncChannel) = try await negotiated.get()
+        return HostStream(protocolID: chosen, connection: self, channel: asyncChannel)
+    }
+
+    /// Opens a stream, negotiates `protocolID`, and lets `initializer` set up a NIO pipeline on it
+    /// (for example HTTP/2 or gRPC handlers).
+    ///
+    /// - Returns: what the initializer returned, once negotiation and the initializer are done.
+    public func openChannel<Output: Sendable>(
+        protocol protocolID: String,
+        initializer: @escaping @Sendable (Channel) -> EventLoopFuture<Output>
+    ) async throws -> Output {
+        guard let opener = state.withLockedValue({ $0.opener }) else {
+            throw TransportError(.connectionClosed, "the connection is not ready")
+        }
+        let router = streamRouter
+        let negotiated = try await opener.openStream { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try router.negotiateOutbound(stream, proposing: [protocolID]) { _, channel in initializer(channel) }
+            }
+        }
+        return try await negotiated.get()
+    }
+
+    /// Sends a yamux Ping and returns the round trip (the session-level ping, no stream needed).
+    public func muxerPing() async throws -> TimeAmount {
+        guard let opener = state.withLockedValue({ $0.opener }) else {
+            throw TransportError(.connectionClosed, "the connection is not ready")
+        }
+        return try await opener.ping()
+    }
+
+    /// Runs identify (`/ipfs/id/1.0.0`) once and returns what the peer says about itself; later
+    /// calls return the same answer.
+    public func identify() async throws -> IdentifyInfo {
+        let task = state.withLockedValue { state in
+            if let task = state.identify { return task }
+            let task = Task { try await Identify.request(on: self) }
+            state.identify = task
+            return task
+        }
+        return try await task.value
+    }
+
+    /// Closes the connection: yamux sends Go Away, streams close, then TCP closes.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    // MARK: Internal
+
+    func handshakeCompleted(_ completed: NoiseHandshakeCompleted) {
+        state.withLockedValue {
+            $0.remotePeerID = completed.remotePeerID
+            $0.remotePublicKey = completed.remotePublicKey
+        }
+    }
+
+    func multiplexerReady(_ opener: YamuxStreamOpener) {
+        state.withLockedValue { $0.opener = opener }
+    }
+
+    func recordError(_ error: TransportError) {
+        state.withLockedValue { if $0.closeError == nil { $0.closeError = error } }
+    }
+}
+
+/// One negotiated stream: its protocol, its connection, and the stream as a `NIOAsyncChannel`.
+public struct HostStream: Sendable {
+    /// The protocol negotiated on the stream.
+    public let protocolID: String
+    /// The connection the stream belongs to.
+    public let connection: Connection
+    /// The stream. Use `executeThenClose`; finishing the outbound writer sends FIN (half-close).
+    public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+}
+
+extension Multiaddr {
+    /// `/ip4|ip6/A/tcp/P` for an IP socket address; `nil` for other kinds.
+    public init?(tcp address: SocketAddress) {
+        guard let endpoint = IPEndpoint(address) else { return nil }
+        self = .tcp(endpoint)
+    }
+}

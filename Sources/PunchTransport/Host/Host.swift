@@ -1,0 +1,390 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PunchCrypto
+import PunchWire
+
+/// A libp2p node: listens and dials over TCP, upgrades every connection to Noise and yamux, and
+/// serves the protocols registered with it. Ping (`/ipfs/ping/1.0.0`) and identify
+/// (`/ipfs/id/1.0.0`) are served from the start.
+///
+/// ```swift
+/// let host = Host(configuration: HostConfiguration(identity: .generate()))
+/// host.setStreamHandler(for: "/punch/echo/1.0.0") { stream in
+///     try await stream.channel.executeThenClose { inbound, outbound in
+///         for try await chunk in inbound { try await outbound.write(chunk) }
+///     }
+/// }
+/// let addresses = try await host.listen(Multiaddr("/ip4/0.0.0.0/tcp/4001"))
+/// let connection = try await host.dial(Multiaddr("/ip4/198.51.100.7/tcp/4001/p2p/12D3Koo…"))
+/// let rtt = try await connection.ping()
+/// ```
+///
+/// Listeners use `SO_REUSEADDR` and `SO_REUSEPORT`, and dials leave from the listening port (see
+/// ``HostConfiguration/bindDialsToListenPort``), so that NATs map our outbound connections to the
+/// port peers know, and TCP simultaneous open can work.
+public final class Host: Sendable {
+    /// The configuration the host was created with.
+    public let configuration: HostConfiguration
+    /// This node's PeerID.
+    public let peerID: PeerID
+    /// Connection events. One reader; at most ``HostConfiguration/eventBufferLimit`` are buffered.
+    public let events: AsyncStream<HostEvent>
+
+    private let eventContinuation: AsyncStream<HostEvent>.Continuation
+    private let group: any EventLoopGroup
+    private let router: StreamRouter
+    private let logger: Logger
+
+    private struct Listener {
+        let channel: Channel
+        let bound: IPEndpoint
+        let addresses: [Multiaddr]
+    }
+
+    private struct State {
+        var listeners: [Listener] = []
+        var connections: [ObjectIdentifier: Connection] = [:]
+        var pendingUpgrades = 0
+        var closed = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Creates a host. It does nothing until it listens or dials.
+    ///
+    /// - Parameters:
+    ///   - configuration: identity, limits and timeouts.
+    ///   - group: the event loops for its channels; the shared singleton by default.
+    ///   - logger: where connection-level events are logged at `.debug`.
+    public init(
+        configuration: HostConfiguration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "punch.host", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.configuration = configuration
+        self.peerID = configuration.identity.peerID
+        self.group = group
+        self.logger = logger
+        (self.events, self.eventContinuation) = AsyncStream.makeStream(
+            of: HostEvent.self, bufferingPolicy: .bufferingNewest(configuration.eventBufferLimit))
+        self.router = StreamRouter(
+            multistream: configuration.multistream, negotiationTimeout: configuration.streamNegotiationTimeout,
+            logger: logger)
+        Ping.register(on: self)
+        Identify.register(on: self)
+    }
+
+    // MARK: Protocols
+
+    /// Serves `protocolID` on streams peers open: `handler` runs in its own task per stream.
+    /// Replaces an earlier handler for the same protocol.
+    public func setStreamHandler(for protocolID: String, _ handler: @escaping StreamHandler) {
+        router.register(protocolID, handler)
+    }
+
+    /// Stops serving `protocolID`; peers proposing it get `na`.
+    public func removeStreamHandler(for protocolID: String) {
+        router.unregister(protocolID)
+    }
+
+    /// The protocols this host serves, sorted.
+    public var protocols: [String] { router.protocols }
+
+    // MARK: Listening
+
+    /// The addresses peers can dial, each ending in `/p2p/<our PeerID>`. A wildcard listener
+    /// (`0.0.0.0` or `::`) is listed once per local interface address.
+    public var listenAddresses: [Multiaddr] {
+        state.withLockedValue { $0.listeners.flatMap(\.addresses) }
+    }
+
+    /// The actual socket endpoints of the listeners (with the port the kernel chose for port 0).
+    public var listenEndpoints: [IPEndpoint] {
+        state.withLockedValue { $0.listeners.map(\.bound) }
+    }
+
+    /// Listens on a TCP address (`/ip4/A/tcp/P` or `/ip6/A/tcp/P`; port 0 picks one).
+    ///
+    /// - Returns: the addresses peers can use, as ``listenAddresses`` lists them.
+    /// - Throws: ``TransportError`` `.hostUnsupportedAddress`, `.hostListenFailed`, `.hostClosed`.
+    @discardableResult
+    public func listen(_ address: Multiaddr) async throws -> [Multiaddr] {
+        guard case .tcp = address.transport?.kind, let endpoint = address.transportEndpoint,
+            address.components.count == 2
+        else {
+            throw TransportError(.hostUnsupportedAddress, "can only listen on /ip4/A/tcp/P or /ip6/A/tcp/P, not \(address)")
+        }
+        try checkOpen()
+        let socketAddress = try endpoint.socketAddress()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(Self.reusePort, value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
+            .childChannelInitializer { [self] channel in
+                self.accept(channel)
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(to: socketAddress).get()
+        } catch {
+            throw TransportError(.hostListenFailed, "cannot listen on \(address): \(error)")
+        }
+        guard let local = channel.localAddress, let bound = IPEndpoint(local) else {
+            try? await channel.close()
+            throw TransportError(.hostListenFailed, "the listener on \(address) has no local address")
+        }
+        let addresses = Self.expand(bound).map { Multiaddr.tcp($0).appendingPeerID(peerID.multihash) }
+        let listener = Listener(channel: channel, bound: bound, addresses: addresses)
+        let closed = state.withLockedValue { state -> Bool in
+            guard !state.closed else { return true }
+            state.listeners.append(listener)
+            return false
+        }
+        if closed {
+            try? await channel.close()
+            throw TransportError(.hostClosed, "the host is closed")
+        }
+        eventContinuation.yield(.listening(addresses))
+        logger.debug("listening", metadata: ["addresses": "\(addresses)"])
+        return addresses
+    }
+
+    static var reusePort: ChannelOptions.Types.SocketOption {
+        ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
+    }
+
+    /// The endpoints a wildcard address stands for: every local interface address of its family.
+    static func expand(_ bound: IPEndpoint) -> [IPEndpoint] {
+        let wildcard = bound.address.isIPv4 ? try! IPAddress("0.0.0.0") : try! IPAddress("::")
+        guard bound.address == wildcard else { return [bound] }
+        var seen = Set<IPAddress>()
+        var result: [IPEndpoint] = []
+        for device in (try? System.enumerateDevices()) ?? [] {
+            guard let address = device.address, let endpoint = IPEndpoint(address),
+                endpoint.address.isIPv4 == bound.address.isIPv4
+            else { continue }
+            // Link-local IPv6 needs a zone to be dialable; leave it out.
+            if !endpoint.address.isIPv4, endpoint.address.bytes.prefix(2) == [0xfe, 0x80] { continue }
+            if seen.insert(endpoint.address).inserted {
+                result.append(IPEndpoint(address: endpoint.address, port: bound.port))
+            }
+        }
+        return result.isEmpty ? [bound] : result
+    }
+
+    private func accept(_ channel: Channel) -> EventLoopFuture<Void> {
+        let admitted = state.withLockedValue { state -> Bool in
+            guard !state.closed, state.pendingUpgrades < configuration.maximumPendingUpgrades,
+                state.connections.count < configuration.maximumConnections
+            else { return false }
+            state.pendingUpgrades += 1
+            return true
+        }
+        guard admitted else {
+            let error = TransportError(.hostConnectionLimit, "refused an inbound connection: connection or upgrade limit reached")
+            eventContinuation.yield(
+                .connectionFailed(direction: .inbound, remote: channel.remoteAddress.flatMap(Multiaddr.init(tcp:)), error: error))
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let connection = Connection(channel: channel, direction: .inbound, router: router)
+        let upgraded = startUpgrade(connection, expectedPeer: nil)
+        upgraded.whenComplete { [self] result in
+            self.finishUpgrade(connection, result: result)
+        }
+        return channel.eventLoop.makeSucceededVoidFuture()
+    }
+
+    private func startUpgrade(_ connection: Connection, expectedPeer: PeerID?) -> EventLoopFuture<Void> {
+        let router = self.router
+        return ConnectionUpgrader.upgrade(
+            channel: connection.channel, connection: connection, configuration: configuration,
+            expectedPeer: expectedPeer
+        ) { [weak connection] stream in
+            guard let connection else { return stream.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+            return router.acceptInbound(stream, connection: connection)
+        }
+    }
+
+    /// Books an upgrade's outcome: the connection joins the table (or is refused over the limit).
+    private func finishUpgrade(_ connection: Connection, result: Result<Void, any Error>) {
+        let outcome = state.withLockedValue { state -> Result<Void, TransportError> in
+            state.pendingUpgrades -= 1
+            if case .failure(let error) = result { return .failure(TransportError(upgrade: error)) }
+            if state.closed { return .failure(TransportError(.hostClosed, "the host is closed")) }
+            guard state.connections.count < configuration.maximumConnections else {
+                return .failure(TransportError(.hostConnectionLimit, "the host has \(configuration.maximumConnections) connections"))
+            }
+            state.connections[ObjectIdentifier(connection)] = connection
+            return .success(())
+        }
+        switch outcome {
+        case .failure(let error):
+            connection.channel.close(promise: nil)
+            eventContinuation.yield(.connectionFailed(direction: connection.direction, remote: connection.remoteAddress, error: error))
+            logger.debug("connection failed", metadata: ["remote": "\(connection.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
+        case .success:
+            eventContinuation.yield(.connected(connection))
+            connection.closeFuture.whenComplete { [self] _ in
+                self.state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
+                self.eventContinuation.yield(.disconnected(connection, error: connection.closeError))
+            }
+            if configuration.identifyOnConnect {
+                Task { [self] in
+                    if let info = try? await connection.identify() {
+                        self.eventContinuation.yield(.identified(connection, info))
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Dialing
+
+    /// Dials a peer: `/ip4|ip6|dns|dns4|dns6/…/tcp/P`, optionally ending in `/p2p/<PeerID>`, which
+    /// the peer must then prove in the Noise handshake.
+    ///
+    /// - Returns: the connection once Noise and yamux are up.
+    /// - Throws: ``TransportError``: `.hostUnsupportedAddress`, `.hostDialFailed`,
+    ///   `.hostConnectionLimit`, `.noisePeerIDMismatch`, `.hostUpgradeFailed`, `.hostClosed`, and
+    ///   the negotiation, Noise and yamux errors of the upgrade.
+    public func dial(_ address: Multiaddr) async throws -> Connection {
+        guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp else {
+            throw TransportError(.hostUnsupportedAddress, "can only dial /ip4|ip6|dns/…/tcp/P[/p2p/PEER] here, not \(address)")
+        }
+        let rest = address.components.dropFirst(2)
+        guard rest.isEmpty || (rest.count == 1 && address.peerID != nil) else {
+            throw TransportError(.hostUnsupportedAddress, "unexpected components after the TCP port in \(address)")
+        }
+        var expectedPeer: PeerID?
+        if let multihash = address.peerID {
+            do {
+                expectedPeer = try PeerID(multihash: multihash)
+            } catch {
+                throw TransportError(.hostUnsupportedAddress, "the /p2p/ component of \(address) is not a PeerID: \(error)")
+            }
+        }
+        try checkOpen()
+        let admitted = state.withLockedValue { state -> Bool in
+            guard state.connections.count + state.pendingUpgrades < configuration.maximumConnections,
+                state.pendingUpgrades < configuration.maximumPendingUpgrades
+            else { return false }
+            state.pendingUpgrades += 1
+            return true
+        }
+        guard admitted else {
+            throw TransportError(.hostConnectionLimit, "the host is at its connection limit (\(configuration.maximumConnections))")
+        }
+
+        let channel: Channel
+        do {
+            channel = try await connect(transport)
+        } catch {
+            state.withLockedValue { $0.pendingUpgrades -= 1 }
+            let dialError = TransportError(.hostDialFailed, "cannot connect to \(address): \(error)")
+            eventContinuation.yield(.connectionFailed(direction: .outbound, remote: address, error: dialError))
+            throw dialError
+        }
+        let connection = Connection(channel: channel, direction: .outbound, router: router)
+        let upgraded = channel.eventLoop.flatSubmit { [self, expectedPeer] in
+            self.startUpgrade(connection, expectedPeer: expectedPeer)
+        }
+        let result: Result<Void, any Error>
+        do {
+            try await upgraded.get()
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        finishUpgrade(connection, result: result)
+        if case .failure(let error) = result { throw TransportError(upgrade: error) }
+        if !state.withLockedValue({ $0.connections.keys.contains(ObjectIdentifier(connection)) }), !connection.isActive {
+            throw connection.closeError ?? TransportError(.connectionClosed, "the connection closed right after the upgrade")
+        }
+        return connection
+    }
+
+    /// Connects TCP, leaving from the port of a listener of the same family when configured to.
+    private func connect(_ transport: Multiaddr.Transport) async throws -> Channel {
+        let target: SocketAddress
+        switch transport.host {
+        case .ip(let ip):
+            target = try IPEndpoint(address: ip, port: transport.port).socketAddress()
+        case .dns(let name), .dns4(let name), .dns6(let name):
+            // NIO resolves the name and races the addresses (happy eyeballs); the family is not
+            // known in advance, so this dial leaves from an ephemeral port.
+            return try await bootstrap(bindingTo: nil).connect(host: name, port: Int(transport.port)).get()
+        }
+        let isIPv4: Bool
+        if case .v4 = target { isIPv4 = true } else { isIPv4 = false }
+        let localPort = state.withLockedValue { state in
+            state.listeners.first { $0.bound.address.isIPv4 == isIPv4 }?.bound.port
+        }
+        if configuration.bindDialsToListenPort, let localPort {
+            let wildcard = try SocketAddress(ipAddress: isIPv4 ? "0.0.0.0" : "::", port: Int(localPort))
+            do {
+                return try await bootstrap(bindingTo: wildcard).connect(to: target).get()
+            } catch let error as ChannelError where error == .connectTimeout(configuration.dialTimeout) {
+                throw error
+            } catch {
+                // The 4-tuple is taken (a connection to this peer from our port exists or is in
+                // TIME_WAIT): fall back to an ephemeral port, as go-libp2p does.
+                logger.debug("dial from the listening port failed; retrying from an ephemeral port", metadata: ["error": "\(error)"])
+            }
+        }
+        return try await bootstrap(bindingTo: nil).connect(to: target).get()
+    }
+
+    private func bootstrap(bindingTo local: SocketAddress?) -> ClientBootstrap {
+        var bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(configuration.dialTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
+        if let local {
+            bootstrap = bootstrap
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(Self.reusePort, value: 1)
+                .bind(to: local)
+        }
+        return bootstrap
+    }
+
+    // MARK: Connections and shutdown
+
+    /// The open, upgraded connections.
+    public var connections: [Connection] {
+        state.withLockedValue { Array($0.connections.values) }
+    }
+
+    /// The open connections to `peer`.
+    public func connections(to peer: PeerID) -> [Connection] {
+        connections.filter { $0.remotePeerID == peer }
+    }
+
+    private func checkOpen() throws {
+        if state.withLockedValue({ $0.closed }) {
+            throw TransportError(.hostClosed, "the host is closed")
+        }
+    }
+
+    /// Closes the listeners and every connection, and ends ``events``.
+    public func close() async {
+        let (listeners, connections) = state.withLockedValue { state in
+            state.closed = true
+            return (state.listeners, Array(state.connections.values))
+        }
+        for listener in listeners { try? await listener.channel.close() }
+        for connection in connections { await connection.close() }
+        eventContinuation.finish()
+    }
+}
