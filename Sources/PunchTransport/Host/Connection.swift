@@ -27,7 +27,7 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     }
 
     private let state = NIOLockedValueBox(State())
-    /// How streams are negotiated and handed to handlers; set by the ``Host``.
+    /// How streams are negotiated and handed to handlers; set by the ``PunchHost``.
     let streamRouter: StreamRouter
 
     init(channel: Channel, direction: ConnectionDirection, router: StreamRouter) {

@@ -17,7 +17,7 @@ import PunchWire
 /// (`/ipfs/id/1.0.0`) are served from the start.
 ///
 /// ```swift
-/// let host = Host(configuration: HostConfiguration(identity: .generate()))
+/// let host = PunchHost(configuration: HostConfiguration(identity: .generate()))
 /// host.setStreamHandler(for: "/punch/echo/1.0.0") { stream in
 ///     try await stream.channel.executeThenClose { inbound, outbound in
 ///         for try await chunk in inbound { try await outbound.write(chunk) }
@@ -31,7 +31,7 @@ import PunchWire
 /// Listeners use `SO_REUSEADDR` and `SO_REUSEPORT`, and dials leave from the listening port (see
 /// ``HostConfiguration/bindDialsToListenPort``), so that NATs map our outbound connections to the
 /// port peers know, and TCP simultaneous open can work.
-public final class Host: Sendable {
+public final class PunchHost: Sendable {
     /// The configuration the host was created with.
     public let configuration: HostConfiguration
     /// This node's PeerID.

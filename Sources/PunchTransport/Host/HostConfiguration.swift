@@ -2,7 +2,7 @@ import NIOCore
 import PunchCrypto
 import PunchWire
 
-/// Everything a ``Host`` is configured with. Every limit has a named default, documented here.
+/// Everything a ``PunchHost`` is configured with. Every limit has a named default, documented here.
 public struct HostConfiguration: Sendable {
     /// The default ``maximumConnections``: 1024 upgraded connections in both directions.
     public static let defaultMaximumConnections = 1024
@@ -46,7 +46,7 @@ public struct HostConfiguration: Sendable {
     /// Whether the host runs identify on every new connection and reports it as
     /// ``HostEvent/identified(_:_:)``.
     public var identifyOnConnect: Bool = true
-    /// The most events kept for a slow reader of ``Host/events``; the oldest are dropped first.
+    /// The most events kept for a slow reader of ``PunchHost/events``; the oldest are dropped first.
     public var eventBufferLimit: Int = Self.defaultEventBufferLimit
     /// multistream-select limits for the connection and its streams.
     public var multistream = MultistreamSelectStateMachine.Configuration()
@@ -92,7 +92,7 @@ public enum ConnectionDirection: String, Hashable, Sendable {
     case inbound
 }
 
-/// What a ``Host`` reports on ``Host/events``.
+/// What a ``PunchHost`` reports on ``PunchHost/events``.
 public enum HostEvent: Sendable {
     /// A listener is up, with the addresses peers can use.
     case listening([Multiaddr])

@@ -39,7 +39,7 @@ public enum Identify {
     /// The most listen addresses or protocols taken from one message; the rest are ignored.
     public static let maximumListEntries = 128
 
-    static func register(on host: Host) {
+    static func register(on host: PunchHost) {
         host.setStreamHandler(for: protocolID) { [weak host] stream in
             guard let host else { return }
             try await serve(stream, host: host)
@@ -47,7 +47,7 @@ public enum Identify {
     }
 
     /// The message this host sends on `connection`.
-    static func message(for host: Host, connection: Connection) -> PBIdentify {
+    static func message(for host: PunchHost, connection: Connection) -> PBIdentify {
         var message = PBIdentify()
         message.protocolVersion = host.configuration.protocolVersion
         message.agentVersion = host.configuration.agentVersion
@@ -60,7 +60,7 @@ public enum Identify {
         return message
     }
 
-    static func serve(_ stream: HostStream, host: Host) async throws {
+    static func serve(_ stream: HostStream, host: PunchHost) async throws {
         var buffer = ByteBuffer()
         try ProtobufFraming.writeDelimited(message(for: host, connection: stream.connection), into: &buffer)
         try await stream.channel.executeThenClose { _, outbound in

@@ -8,7 +8,7 @@ public enum Ping {
     /// The size of a ping payload, fixed by the spec.
     public static let payloadSize = 32
 
-    static func register(on host: Host) {
+    static func register(on host: PunchHost) {
         host.setStreamHandler(for: protocolID) { stream in
             try await serve(stream)
         }
