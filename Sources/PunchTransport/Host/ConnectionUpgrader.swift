@@ -60,6 +60,9 @@ enum ConnectionUpgrader {
         }
         do {
             try channel.pipeline.syncOperations.addHandler(security)
+            // Dialed channels start with autoRead off (see PunchHost's bootstrap) so that no
+            // byte arrives before this point.
+            try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
         } catch {
             done.fail(error)
         }

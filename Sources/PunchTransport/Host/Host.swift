@@ -348,6 +348,10 @@ public final class PunchHost: Sendable {
     private func bootstrap(bindingTo local: SocketAddress?) -> ClientBootstrap {
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.dialTimeout)
+            // Nothing is read until the upgrade's first handler is in place: a listener may send
+            // its multistream header the moment it accepts, and those bytes must not reach an
+            // empty pipeline. ConnectionUpgrader turns reading on.
+            .channelOption(.autoRead, value: false)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
         if let local {
