@@ -171,6 +171,16 @@ public struct MultistreamSelectStateMachine: Sendable {
     private mutating func nextMessage() throws -> String? {
         if case .done = state { return nil }
         let maximum = configuration.maximumMessageLength
+        // The first message must be the header, whose length is fixed: a peer that starts with
+        // anything else (an HTTP request line, a TLS record) is refused from its length prefix,
+        // instead of holding the connection until as many bytes as that prefix claims have
+        // arrived, or until the negotiation times out. Over-long prefixes fail as malformed below.
+        if isAwaitingHeader, let (length, _) = try? Varint.decode(prefixOf: received.readableBytesView),
+            length <= UInt64(maximum), length != UInt64(Self.header.utf8.count + 1)
+        {
+            throw TransportError(
+                .multistreamBadHeader, "expected \(Self.header), the peer's first message is \(length) bytes long")
+        }
         let next: ByteBuffer?
         do {
             next = try received.readLengthPrefixedMessage(maximumLength: maximum)
@@ -184,6 +194,13 @@ public struct MultistreamSelectStateMachine: Sendable {
             throw TransportError(.multistreamMalformed, "a multistream-select message must be one line ending in a newline")
         }
         return text
+    }
+
+    private var isAwaitingHeader: Bool {
+        switch state {
+        case .dialerAwaitingHeader, .listenerAwaitingHeader: true
+        case .dialerAwaitingAnswer, .listenerAwaitingProposal, .done: false
+        }
     }
 
     private static func badHeader(_ line: String) -> TransportError {
