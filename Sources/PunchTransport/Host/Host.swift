@@ -297,16 +297,8 @@ public final class PunchHost: Sendable {
         }
         let connection = Connection(channel: channel, direction: .outbound, router: router)
         let upgraded = channel.eventLoop.flatSubmit { [self, expectedPeer] in
-            let upgrade = self.startUpgrade(connection, expectedPeer: expectedPeer)
-            // The channel was connected with reading off (see `bootstrap(bindingTo:)`): bytes the
-            // listener sends at once (its multistream header) would otherwise reach an empty
-            // pipeline and be dropped before the negotiation handler was installed.
-            do {
-                try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
-            } catch {
-                channel.close(promise: nil)
-            }
-            return upgrade
+            // ConnectionUpgrader turns reading on once its first handler is installed.
+            self.startUpgrade(connection, expectedPeer: expectedPeer)
         }
         let result: Result<Void, any Error>
         do {
@@ -363,8 +355,6 @@ public final class PunchHost: Sendable {
             .channelOption(.autoRead, value: false)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
-            // Reading starts once `dial` has installed the upgrade handlers.
-            .channelOption(.autoRead, value: false)
         if let local {
             bootstrap = bootstrap
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
