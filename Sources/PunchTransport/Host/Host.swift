@@ -78,7 +78,7 @@ public final class PunchHost: Sendable {
             of: HostEvent.self, bufferingPolicy: .bufferingNewest(configuration.eventBufferLimit))
         self.router = StreamRouter(
             multistream: configuration.multistream, negotiationTimeout: configuration.streamNegotiationTimeout,
-            logger: logger)
+            maximumIdentifyMessageLength: configuration.maximumIdentifyMessageLength, logger: logger)
         Ping.register(on: self)
         Identify.register(on: self)
     }

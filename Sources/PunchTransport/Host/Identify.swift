@@ -71,7 +71,7 @@ public enum Identify {
 
     static func request(on connection: Connection) async throws -> IdentifyInfo {
         let stream = try await connection.openStream(protocol: protocolID)
-        let maximum = HostConfiguration.defaultMaximumIdentifyMessageLength
+        let maximum = connection.streamRouter.maximumIdentifyMessageLength
         let bytes = try await stream.channel.executeThenClose { inbound, outbound in
             outbound.finish()
             var received = ByteBuffer()

@@ -13,11 +13,17 @@ final class StreamRouter: Sendable {
     private let handlers = NIOLockedValueBox([String: StreamHandler]())
     let multistream: MultistreamSelectStateMachine.Configuration
     let negotiationTimeout: TimeAmount
+    /// ``HostConfiguration/maximumIdentifyMessageLength``, for identify requests on connections.
+    let maximumIdentifyMessageLength: Int
     let logger: Logger
 
-    init(multistream: MultistreamSelectStateMachine.Configuration, negotiationTimeout: TimeAmount, logger: Logger) {
+    init(
+        multistream: MultistreamSelectStateMachine.Configuration, negotiationTimeout: TimeAmount,
+        maximumIdentifyMessageLength: Int, logger: Logger
+    ) {
         self.multistream = multistream
         self.negotiationTimeout = negotiationTimeout
+        self.maximumIdentifyMessageLength = maximumIdentifyMessageLength
         self.logger = logger
     }
 
