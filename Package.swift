@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
         .library(name: "PunchTransport", targets: ["PunchTransport"]),
+        .library(name: "PunchDiscovery", targets: ["PunchDiscovery"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -56,10 +57,20 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // STUN client and server (RFC 8489, RFC 5780) and the NAT behaviour classifier.
+        .target(
+            name: "PunchDiscovery",
+            dependencies: [
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -79,6 +90,16 @@ let package = Package(
             name: "PunchWireTests",
             dependencies: [
                 "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchDiscoveryTests",
+            dependencies: [
+                "PunchDiscovery",
+                "PunchWire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,0 +1,58 @@
+/// An error from PunchDiscovery: STUN transactions, the STUN server, NAT classification.
+///
+/// Compare errors by ``code``; the ``message`` is for people. New codes may appear in any release,
+/// so a `switch` over codes needs a `default` branch.
+///
+/// ```swift
+/// do { _ = try await client.binding(to: server) }
+/// catch let error as DiscoveryError where error.code == .stunTimeout { print("no answer from \(server)") }
+/// ```
+public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// A stable identifier for the kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The code's stable name, for logs and JSON.
+        public let name: String
+        /// Creates a code. Codes are defined as static members below.
+        public init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// No response arrived before the RFC 8489 §6.2.1 retransmissions ran out.
+        public static let stunTimeout = Code("stun.timeout")
+        /// ``STUNClientConfiguration/maximumOutstandingTransactions`` transactions are already
+        /// running; wait for one to finish.
+        public static let stunTooManyTransactions = Code("stun.tooManyTransactions")
+        /// The server answered with an error response (its ERROR-CODE is in the message).
+        public static let stunErrorResponse = Code("stun.errorResponse")
+        /// The response had comprehension-required attributes this client does not understand, so
+        /// it is treated as failed (RFC 8489 §7.3.3, §7.3.4).
+        public static let stunUnknownAttributes = Code("stun.unknownAttributes")
+        /// A STUN server's host name did not resolve to an address of the socket's family.
+        public static let stunResolutionFailed = Code("stun.resolutionFailed")
+        /// The server address is not `HOST:PORT`, `[IPv6]:PORT` or `HOST`.
+        public static let stunInvalidServerAddress = Code("stun.invalidServerAddress")
+        /// The client's socket was closed while the transaction was running.
+        public static let stunClientClosed = Code("stun.clientClosed")
+        /// The destination's address family differs from the socket's (IPv4 socket, IPv6 server).
+        public static let stunAddressFamilyMismatch = Code("stun.addressFamilyMismatch")
+        /// A STUN server socket could not be bound.
+        public static let stunServerBindFailed = Code("stun.serverBindFailed")
+        /// A configuration value is out of range.
+        public static let invalidConfiguration = Code("discovery.invalidConfiguration")
+    }
+
+    /// What kind of failure this is; stable across releases.
+    public let code: Code
+    /// What happened and what to do about it.
+    public let message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+
+    public static func == (lhs: DiscoveryError, rhs: DiscoveryError) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+}

@@ -1,0 +1,295 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PunchDiscovery
+import PunchWire
+import Testing
+
+/// Punch's STUN client against Punch's STUN server, and against scripted sockets, on real
+/// loopback sockets. 127.0.0.2 is a second loopback address on Linux, so RFC 5780 mode works.
+@Suite struct STUNLoopbackTests {
+    static let loopback = try! IPEndpoint("127.0.0.1:0")
+
+    func withServer(alternate: String? = nil, listen: String = "127.0.0.1:0", _ body: (STUNServer) async throws -> Void) async throws {
+        let server = try await STUNServer.start(STUNServerConfiguration(listen: try IPEndpoint(listen), alternateAddress: try alternate.map(IPAddress.init)))
+        do {
+            try await body(server)
+        } catch {
+            try await server.close()
+            throw error
+        }
+        try await server.close()
+    }
+
+    func withClient(_ address: IPEndpoint = loopback, configuration: STUNClientConfiguration = STUNClientConfiguration(),
+                    _ body: (STUNClient) async throws -> Void) async throws {
+        let client = try await STUNClient.bind(to: address, configuration: configuration)
+        do {
+            try await body(client)
+        } catch {
+            try await client.close()
+            throw error
+        }
+        try await client.close()
+    }
+
+    @Test func clientGetsItsAddressFromTheServer() async throws {
+        try await withServer { server in
+            let address = try #require(server.localAddresses.first)
+            #expect(server.localAddresses.count == 1)
+            try await withClient { client in
+                let response = try await client.binding(to: address)
+                #expect(response.mappedAddress == client.localAddress)
+                #expect(response.source == address && response.server == address)
+                #expect(response.message.software == "punch")
+                #expect(response.message.hasFingerprint, "the client sends FINGERPRINT, so the server answers with one")
+                let statistics = try await client.statistics()
+                #expect(statistics.completed == 1 && statistics.retransmissions == 0)
+            }
+            #expect(try await server.statistics().successResponses == 1)
+        }
+    }
+
+    @Test func severalServersInParallel() async throws {
+        try await withServer { first in
+            try await withServer { second in
+                try await withClient { client in
+                    async let a = client.binding(to: first.localAddresses[0])
+                    async let b = client.binding(to: second.localAddresses[0])
+                    let (ra, rb) = try await (a, b)
+                    #expect(ra.mappedAddress == client.localAddress && rb.mappedAddress == client.localAddress)
+                    #expect(ra.source == first.localAddresses[0] && rb.source == second.localAddresses[0])
+                }
+            }
+        }
+    }
+
+    @Test func hostNamesAreResolved() async throws {
+        try await withServer { server in
+            try await withClient { client in
+                let response = try await client.binding(to: STUNServerAddress(host: "localhost", port: server.localAddresses[0].port))
+                #expect(response.server == server.localAddresses[0])
+            }
+        }
+    }
+
+    @Test func ipv6() async throws {
+        try await withServer(listen: "[::1]:0") { server in
+            try await withClient(try IPEndpoint("[::1]:0")) { client in
+                let response = try await client.binding(to: try STUNServerAddress("[::1]:\(server.localAddresses[0].port)"))
+                #expect(response.mappedAddress == client.localAddress)
+                #expect(response.mappedAddress?.address.isIPv4 == false)
+            }
+        }
+    }
+
+    @Test func rfc5780ModeListensOnFourSocketsAndHonoursChangeRequest() async throws {
+        try await withServer(alternate: "127.0.0.2") { server in
+            let addresses = server.localAddresses
+            #expect(addresses.count == 4)
+            let primary = addresses[0]
+            let other = IPEndpoint(address: try IPAddress("127.0.0.2"), port: primary.port + 1)
+            #expect(Set(addresses) == [primary, IPEndpoint(address: primary.address, port: primary.port + 1),
+                                       IPEndpoint(address: other.address, port: primary.port), other])
+            try await withClient { client in
+                let plain = try await client.binding(to: primary)
+                #expect(plain.otherAddress == other && plain.responseOrigin == primary)
+                let changed = try await client.binding(
+                    to: primary, attributes: [.changeRequest(changeIP: true, changePort: true)], expectingResponseFrom: other)
+                #expect(changed.source == other && changed.responseOrigin == other)
+                let portOnly = IPEndpoint(address: primary.address, port: other.port)
+                let changedPort = try await client.binding(
+                    to: primary, attributes: [.changeRequest(changeIP: false, changePort: true)], expectingResponseFrom: portOnly)
+                #expect(changedPort.source == portOnly)
+            }
+        }
+    }
+
+    @Test func classifierSeesNoNATOnLoopback() async throws {
+        try await withServer(alternate: "127.0.0.2") { server in
+            try await withClient(configuration: .behaviourDiscovery) { client in
+                let classifier = NATClassifier(client: client)
+                async let first = classifier.classify(server: server.localAddresses[0])
+                async let joined = classifier.classify(server: server.localAddresses[0])
+                let (result, other) = await (first, joined)
+                #expect(result == other)
+                #expect(result.udp && result.natDetected == false)
+                #expect(result.mapping == .endpointIndependent && result.filtering == .endpointIndependent)
+                #expect(result.hairpin == true && result.portPreserved == true)
+                #expect(result.mappedAddress == client.localAddress)
+                // A second request joined the running classification instead of starting another.
+                let answered = try await server.statistics().successResponses
+                #expect(answered == result.successfulObservations)
+                #expect(await classifier.current == result)
+            }
+        }
+    }
+
+    @Test func errorResponseIsAnError() async throws {
+        try await withServer { server in
+            try await withClient { client in
+                let error = await #expect(throws: DiscoveryError.self) {
+                    try await client.binding(to: server.localAddresses[0], attributes: [.changeRequest(changeIP: true, changePort: false)])
+                }
+                #expect(error?.code == .stunErrorResponse)
+                #expect(error?.message.contains("420") == true)
+            }
+        }
+    }
+
+    @Test func unansweredTransactionTimesOutAfterItsRetransmissions() async throws {
+        try await ScriptedSocket.with { silent in
+            let configuration = STUNClientConfiguration(retransmissionTimeout: .milliseconds(20), maximumRequests: 3, finalWaitMultiplier: 2)
+            try await withClient(configuration: configuration) { client in
+                await #expect(throws: DiscoveryError(.stunTimeout, "")) { try await client.binding(to: silent.address) }
+                #expect(silent.received.count == 3, "Rc = 3 requests in all")
+                let statistics = try await client.statistics()
+                #expect(statistics.timeouts == 1 && statistics.retransmissions == 2)
+            }
+        }
+    }
+
+    @Test func outstandingTransactionsAreBoundedOnTheSocket() async throws {
+        try await ScriptedSocket.with { silent in
+            var configuration = STUNClientConfiguration(retransmissionTimeout: .milliseconds(50), maximumRequests: 2, finalWaitMultiplier: 2)
+            configuration.maximumOutstandingTransactions = 1
+            try await withClient(configuration: configuration) { client in
+                async let first: Void = { _ = try? await client.binding(to: silent.address) }()
+                try await Task.sleep(for: .milliseconds(10))
+                await #expect(throws: DiscoveryError(.stunTooManyTransactions, "")) { try await client.binding(to: silent.address) }
+                await first
+            }
+        }
+    }
+
+    @Test func retransmissionRecoversALostRequestAndSpoofedAnswersAreDropped() async throws {
+        try await ScriptedSocket.with { spoofer in
+            try await ScriptedSocket.with { server in
+                // The server ignores the first request; to the second the spoofer answers (right
+                // transaction ID, wrong source); to the third the server answers itself.
+                server.onRequest = { request, source, count in
+                    let response = STUNMessage(type: .bindingSuccessResponse, transactionID: request.transactionID, attributes: [.xorMappedAddress(source)])
+                    let bytes = try! response.encoded()
+                    switch count {
+                    case 1: return []
+                    case 2: return [(spoofer, bytes)]
+                    default: return [(server, bytes)]
+                    }
+                }
+                let configuration = STUNClientConfiguration(retransmissionTimeout: .milliseconds(50), maximumRequests: 5, finalWaitMultiplier: 2)
+                try await withClient(configuration: configuration) { client in
+                    let response = try await client.binding(to: server.address)
+                    #expect(response.source == server.address)
+                    let statistics = try await client.statistics()
+                    #expect(statistics.retransmissions >= 2)
+                    #expect(statistics.droppedWrongSource == 1)
+                    #expect(server.received.count >= 3)
+                    #expect(statistics.completed == 1)
+                }
+            }
+        }
+    }
+
+    @Test func sharedSocketPassesNonSTUNDatagramsOn() async throws {
+        try await withServer { server in
+            let collector = Collector()
+            let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let client = try await STUNClient.install(on: channel)
+            try await ScriptedSocket.with { peer in
+                let local = try #require(client.localAddress)
+                peer.send(Array("hole punch".utf8), to: local)
+                // A STUN request from a peer is not the client's either.
+                peer.send(try STUNMessage(type: .bindingRequest).encoded(), to: local)
+                let response = try await client.binding(to: server.localAddresses[0])
+                #expect(response.mappedAddress == local)
+                try await collector.waitForCount(2)
+                #expect(collector.datagrams.first == Array("hole punch".utf8))
+                let statistics = try await client.statistics()
+                #expect(statistics.nonSTUN == 1 && statistics.passedOn == 1 && statistics.completed == 1)
+            }
+            try await client.close()
+            #expect(channel.isActive, "closing a client installed on a shared channel leaves the channel open")
+            try await channel.close()
+        }
+    }
+}
+
+/// Records what reaches the end of a shared socket's pipeline.
+final class Collector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let box = NIOLockedValueBox<[[UInt8]]>([])
+
+    var datagrams: [[UInt8]] { box.withLockedValue { $0 } }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = Array(unwrapInboundIn(data).data.readableBytesView)
+        box.withLockedValue { $0.append(bytes) }
+    }
+
+    func waitForCount(_ count: Int) async throws {
+        for _ in 0..<200 where datagrams.count < count { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(datagrams.count == count)
+    }
+}
+
+/// A UDP socket that records what it receives and answers as a script says.
+final class ScriptedSocket: Sendable {
+    typealias Script = @Sendable (STUNMessage, IPEndpoint, Int) -> [(ScriptedSocket, [UInt8])]
+    let channel: any Channel
+    let address: IPEndpoint
+    private let state = NIOLockedValueBox<(received: [[UInt8]], script: Script?)>(([], nil))
+
+    var received: [[UInt8]] { state.withLockedValue { $0.received } }
+    var onRequest: Script? {
+        get { state.withLockedValue { $0.script } }
+        set { state.withLockedValue { $0.script = newValue } }
+    }
+
+    private init(channel: any Channel) {
+        self.channel = channel
+        self.address = IPEndpoint(channel.localAddress!)!
+    }
+
+    static func with(_ body: (ScriptedSocket) async throws -> Void) async throws {
+        let handler = Handler()
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let socket = ScriptedSocket(channel: channel)
+        handler.socket.withLockedValue { $0 = socket }
+        do {
+            try await body(socket)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        try await channel.close()
+    }
+
+    func send(_ bytes: [UInt8], to destination: IPEndpoint) {
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: try! destination.socketAddress(), data: ByteBuffer(bytes: bytes)), promise: nil)
+    }
+
+    final class Handler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let socket = NIOLockedValueBox<ScriptedSocket?>(nil)
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let envelope = unwrapInboundIn(data)
+            let bytes = Array(envelope.data.readableBytesView)
+            guard let socket = self.socket.withLockedValue({ $0 }), let source = IPEndpoint(envelope.remoteAddress) else { return }
+            let (count, script) = socket.state.withLockedValue { state in
+                state.received.append(bytes)
+                return (state.received.count, state.script)
+            }
+            guard let script, let request = try? STUNMessage.decode(datagram: bytes) else { return }
+            for (sender, reply) in script(request, source, count) { sender.send(reply, to: source) }
+        }
+    }
+}
