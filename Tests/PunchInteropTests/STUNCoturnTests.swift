@@ -50,7 +50,7 @@ import Testing
 
     /// Runs `body` with a started turnserver and a client socket; stops the server afterwards,
     /// also when `body` throws. On failure the server's log is attached to the error.
-    static func withTurnserver(_ body: (SocketAddress, STUNClient) async throws -> Void) async throws {
+    static func withTurnserver(_ body: (SocketAddress, RawSTUNClient) async throws -> Void) async throws {
         let executable = try ExternalTools.system("turnserver", package: "coturn")
         let port = try await freeUDPPort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-coturn-\(UUID().uuidString)")
@@ -79,7 +79,7 @@ import Testing
 
         let server = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         do {
-            try await STUNClient.withClient { client in
+            try await RawSTUNClient.withClient { client in
                 // Ready when it answers a Binding request at all.
                 let probe = STUNMessage(type: .bindingRequest)
                 _ = try await client.transact(try probe.encoded(), id: probe.transactionID, with: server, timeout: .seconds(5))
@@ -102,7 +102,7 @@ import Testing
 }
 
 /// A UDP socket that sends STUN requests and waits for the matching response.
-struct STUNClient {
+struct RawSTUNClient {
     /// What the single consumer loop reacts to: a decoded datagram, or a 100 ms tick.
     enum Event: Sendable {
         case message(STUNMessage)
@@ -115,7 +115,7 @@ struct STUNClient {
 
     /// Binds 127.0.0.1:0 and runs `body`; a reader and a ticker feed one event stream, so waiting
     /// with a timeout needs no cancellation of a pending read.
-    static func withClient(_ body: (STUNClient) async throws -> Void) async throws {
+    static func withClient(_ body: (RawSTUNClient) async throws -> Void) async throws {
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -141,7 +141,7 @@ struct STUNClient {
                     }
                 }
                 defer { group.cancelAll() }
-                try await body(STUNClient(localEndpoint: local, outbound: outbound, events: events))
+                try await body(RawSTUNClient(localEndpoint: local, outbound: outbound, events: events))
             }
             continuation.finish()
         }
