@@ -1,0 +1,53 @@
+import Foundation
+import PunchLab
+import Testing
+
+extension NATLabSelfTests {
+    /// `punch netcheck` behind each NAT personality, against coturn's RFC 5780 server in `srv`.
+    @Suite struct Netcheck {
+        /// For every personality, `punch netcheck --json` in h1 reports the mapping and filtering
+        /// behaviour `turnutils_natdiscovery` reports (run at the same time in h1b, behind the
+        /// same router) and the mode is built to show; hairpin and port preservation match the
+        /// router's configuration. One lab, the router's mode switched between personalities;
+        /// hairpin alternates on and off so both answers are checked.
+        @Test func netcheckAgreesWithCoturnBehindEveryPersonality() throws {
+            let punch = try ExternalProgram.punch()
+            let natdiscovery = try ExternalProgram.system("turnutils_natdiscovery", package: "coturn")
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            try lab.startSTUN()
+            let server = "\(LabAddress.server):\(LabAddress.rfc5780Port)"
+
+            for (index, mode) in NATMode.allCases.enumerated() {
+                let hairpin = index % 2 == 0
+                try lab.setMode(.r1, mode, options: NATOptions(hairpin: hairpin))
+                // coturn's filtering test waits out its timeouts; netcheck runs meanwhile.
+                let coturn = try lab.spawn(.h1b, [natdiscovery, "-m", "-f", "-p", "\(LabAddress.rfc5780Port)", LabAddress.server])
+                let output = try lab.run(.h1, [punch, "netcheck", "--json", "--stun", server], timeout: .seconds(60))
+                try coturn.waitForExit(timeout: .seconds(30))
+                let coturnReport = coturn.outputLines.joined(separator: "\n") + coturn.errorOutput
+
+                #expect(output.status == 0, "\(mode): punch netcheck failed: \(output.stderr)")
+                #expect(output.lines.count == 1, "\(mode): one JSON object: \(output.stdout)")
+                let report = try parseJSON(output.lines.last ?? "")
+                let context = "\(mode) (hairpin \(hairpin)): netcheck \(report)\ncoturn:\n\(coturnReport)"
+                let coturnMapping = NATDiscoveryReport.mapping(coturnReport)
+                let coturnFiltering = NATDiscoveryReport.filtering(coturnReport)
+                #expect(coturnMapping != nil && coturnFiltering != nil, "coturn classified \(context)")
+                #expect(report["mapping"] as? String == coturnMapping?.rawValue, "mapping as coturn: \(context)")
+                #expect(report["filtering"] as? String == coturnFiltering?.rawValue, "filtering as coturn: \(context)")
+                #expect(report["mapping"] as? String == mode.mapping.rawValue, "mapping as built: \(context)")
+                #expect(report["filtering"] as? String == mode.filtering.rawValue, "filtering as built: \(context)")
+                #expect(report["hairpin"] as? Bool == hairpin, "hairpin: \(context)")
+                #expect(report["port_preserved"] as? Bool == mode.preservesPort, "port preservation: \(context)")
+                #expect(report["udp"] as? Bool == true, "\(context)")
+                #expect((report["public_v4"] as? String)?.hasPrefix("\(LabRouter.r1.wanAddress):") == true, "\(context)")
+                #expect(report["public_v6"] is NSNull, "\(context)")
+                let servers = report["servers"] as? [[String: Any]] ?? []
+                #expect(servers.count == 1 && servers.first?["address"] as? String == server && servers.first?["rfc5780"] as? Bool == true,
+                        "\(context)")
+                #expect(servers.first?["latency_ms"] is Double, "\(context)")
+            }
+        }
+    }
+}
