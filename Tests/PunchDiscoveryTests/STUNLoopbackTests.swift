@@ -162,17 +162,20 @@ import Testing
         }
     }
 
-    @Test func retransmissionRecoversALostRequestAndSpoofedAnswersAreDropped() async throws {
+    @Test func retransmissionRecoversALostRequestAndSpoofedOrCorruptAnswersAreDropped() async throws {
         try await ScriptedSocket.with { spoofer in
             try await ScriptedSocket.with { server in
                 // The server ignores the first request; to the second the spoofer answers (right
-                // transaction ID, wrong source); to the third the server answers itself.
+                // transaction ID, wrong source) and the server sends a bad FINGERPRINT; to the
+                // third the server answers properly.
                 server.onRequest = { request, source, count in
                     let response = STUNMessage(type: .bindingSuccessResponse, transactionID: request.transactionID, attributes: [.xorMappedAddress(source)])
                     let bytes = try! response.encoded()
+                    var corrupted = try! response.encoded(fingerprint: true)
+                    corrupted[corrupted.count - 1] ^= 0xFF
                     switch count {
                     case 1: return []
-                    case 2: return [(spoofer, bytes)]
+                    case 2: return [(spoofer, bytes), (server, corrupted)]
                     default: return [(server, bytes)]
                     }
                 }
@@ -183,6 +186,7 @@ import Testing
                     let statistics = try await client.statistics()
                     #expect(statistics.retransmissions >= 2)
                     #expect(statistics.droppedWrongSource == 1)
+                    #expect(statistics.droppedMalformed == 1)
                     #expect(server.received.count >= 3)
                     #expect(statistics.completed == 1)
                 }
