@@ -34,6 +34,8 @@ public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible
         public static let stunClientClosed = Code("stun.clientClosed")
         /// The destination's address family differs from the socket's (IPv4 socket, IPv6 server).
         public static let stunAddressFamilyMismatch = Code("stun.addressFamilyMismatch")
+        /// The socket refused to send the request at once (no route to the server, for instance).
+        public static let stunSendFailed = Code("stun.sendFailed")
         /// A STUN server socket could not be bound.
         public static let stunServerBindFailed = Code("stun.serverBindFailed")
         /// A configuration value is out of range.

@@ -149,6 +149,22 @@ import Testing
         }
     }
 
+    @Test func aDestinationOfTheOtherFamilyFailsAtOnceAndTheSocketStaysOpen() async throws {
+        try await withServer { server in
+            try await withClient { client in
+                // An IPv4 socket cannot send to an IPv6 address: no need to wait for retransmissions,
+                // and no write error that would make NIO close the (possibly shared) socket.
+                let ipv6 = try IPEndpoint("[::1]:9")
+                let error = await #expect(throws: DiscoveryError.self) { try await client.binding(to: ipv6) }
+                #expect(error?.code == .stunAddressFamilyMismatch)
+                let echoed = try await client.echoProbe(to: ipv6)
+                #expect(!echoed)
+                let response = try await client.binding(to: server.localAddresses[0])
+                #expect(response.mappedAddress == client.localAddress)
+            }
+        }
+    }
+
     @Test func outstandingTransactionsAreBoundedOnTheSocket() async throws {
         try await ScriptedSocket.with { silent in
             var configuration = STUNClientConfiguration(retransmissionTimeout: .milliseconds(50), maximumRequests: 2, finalWaitMultiplier: 2)

@@ -129,7 +129,7 @@ public final class STUNClient: Sendable {
     ///     CHANGE-REQUEST it is the server's changed address (RFC 5780 §4.4).
     /// - Returns: the response.
     /// - Throws: ``DiscoveryError``: `.stunTimeout`, `.stunErrorResponse` (with the server's
-    ///   ERROR-CODE), `.stunUnknownAttributes`, `.stunTooManyTransactions`, `.stunClientClosed`;
+    ///   ERROR-CODE), `.stunUnknownAttributes`, `.stunTooManyTransactions`, `.stunAddressFamilyMismatch`, `.stunSendFailed`, `.stunClientClosed`;
     ///   `CancellationError` if the task is cancelled.
     public func binding(to server: IPEndpoint, attributes: [STUNAttribute] = [], expectingResponseFrom source: IPEndpoint? = nil) async throws -> STUNBindingResponse {
         var request = STUNMessage(type: .bindingRequest, attributes: attributes)
@@ -160,7 +160,7 @@ public final class STUNClient: Sendable {
         do {
             _ = try await transact(request, to: destination, expectedSource: nil, expectation: .echo)
             return true
-        } catch let error as DiscoveryError where error.code == .stunTimeout || error.code == .stunAddressFamilyMismatch {
+        } catch let error as DiscoveryError where [.stunTimeout, .stunSendFailed, .stunAddressFamilyMismatch].contains(error.code) {
             return false
         }
     }

@@ -110,6 +110,14 @@ final class STUNClientHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func send(_ bytes: [UInt8], to destination: IPEndpoint, context: ChannelHandlerContext, failing id: STUNTransactionID?) {
+        // NIO closes a datagram channel on a write error it deems unrecoverable, such as sending
+        // to an address of the other family: refuse that here, so a shared socket stays open.
+        if let local = context.channel.localAddress, (local.protocol == .inet) != destination.address.isIPv4 {
+            fail(id, DiscoveryError(
+                .stunAddressFamilyMismatch,
+                "cannot send to \(destination) from the IPv\(local.protocol == .inet ? 4 : 6) socket \(local); use a socket of that family"))
+            return
+        }
         let address: SocketAddress
         do {
             address = try destination.socketAddress()
@@ -123,7 +131,7 @@ final class STUNClientHandler: ChannelInboundHandler, RemovableChannelHandler {
             // A send that fails at once (no route, wrong family) fails the transaction; later
             // losses are what retransmission is for.
             guard let self, let id else { return }
-            self.fail(id, DiscoveryError(.stunAddressFamilyMismatch, "cannot send a STUN request to \(destination): \(error)"))
+            self.fail(id, DiscoveryError(.stunSendFailed, "cannot send a STUN request to \(destination): \(error)"))
         }
         context.writeAndFlush(wrapOutboundOut(envelope), promise: promise)
     }

@@ -150,11 +150,10 @@ final class STUNServerHandler: ChannelInboundHandler {
         switch action {
         case .drop:
             logger.trace("STUN server dropped a datagram", metadata: ["source": "\(source)"])
-        case .respond(let bytes, let from, let destination):
+        case .respond(let bytes, let from, _):
+            // The state machine answers only the request's source, so its address is reused as is.
             guard let channel = core.channels[from] else { return }
-            let reply = AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: channel.allocator.buffer(bytes: bytes))
-            precondition(IPEndpoint(reply.remoteAddress) == destination, "the server answers only the request's source")
-            channel.writeAndFlush(reply, promise: nil)
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
     }
 
