@@ -55,7 +55,7 @@ struct STUNCommand: AsyncParsableCommand {
             let counters: [String: Any] = [
                 "success_responses": statistics.successResponses, "error_responses": statistics.errorResponses,
                 "dropped_malformed": statistics.droppedMalformed, "dropped_not_request": statistics.droppedNotRequest,
-                "dropped_unsupported_method": statistics.droppedUnsupportedMethod,
+                "dropped_unsupported_method": statistics.droppedUnsupportedMethod, "dropped_bad_source": statistics.droppedBadSource,
                 "dropped_rate_limited": statistics.droppedSourceRateLimit + statistics.droppedTotalRateLimit + statistics.droppedSourceTableFull,
             ]
             if json {

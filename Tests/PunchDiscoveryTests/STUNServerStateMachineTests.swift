@@ -135,6 +135,14 @@ import Testing
         #expect(server.statistics.successResponses == 0 && server.statistics.errorResponses == 0)
     }
 
+    @Test func requestsFromUnanswerableSourcesAreDropped() throws {
+        var server = machine()
+        for source in ["0.0.0.0:4000", "198.51.100.7:0", "224.0.0.1:4000", "255.255.255.255:4000", "[ff02::1]:4000", "[::]:4000"] {
+            #expect(try answer(&server, STUNMessage(type: .bindingRequest), from: try IPEndpoint(source)) == nil, "\(source)")
+        }
+        #expect(server.statistics.droppedBadSource == 6 && server.trackedSourceCount == 0)
+    }
+
     @Test func responsesIndicationsAndOtherMethodsAreDropped() throws {
         var server = machine()
         #expect(try answer(&server, STUNMessage(type: .bindingSuccessResponse, attributes: [.xorMappedAddress(client)])) == nil)

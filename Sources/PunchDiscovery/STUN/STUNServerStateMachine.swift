@@ -57,6 +57,9 @@ public struct STUNServerStateMachine: Sendable {
         public var droppedTotalRateLimit = 0
         /// Requests from a new source refused because the source table was full of active sources.
         public var droppedSourceTableFull = 0
+        /// Datagrams from a source no answer can go to (port 0, unspecified, multicast or
+        /// broadcast address): spoofed, since no real host sends from there.
+        public var droppedBadSource = 0
         public init() {}
     }
 
@@ -94,6 +97,10 @@ public struct STUNServerStateMachine: Sendable {
     ///   - socket: which of the server's sockets received them.
     ///   - now: the current time, for the rate limits.
     public mutating func receive(_ datagram: [UInt8], from source: IPEndpoint, on socket: Socket, now: NIODeadline) -> Action {
+        guard Self.isAnswerable(source) else {
+            statistics.droppedBadSource += 1
+            return .drop
+        }
         let request: STUNMessage
         do {
             request = try STUNMessage.decode(datagram: datagram, maximumLength: configuration.maximumMessageLength)
@@ -153,6 +160,17 @@ public struct STUNServerStateMachine: Sendable {
             return .drop
         }
         return .respond(bytes, from: from, to: source)
+    }
+
+    /// Whether a unicast answer can go to `source`. Besides being pointless, sending to a
+    /// broadcast address fails with an error after which NIO closes the socket.
+    static func isAnswerable(_ source: IPEndpoint) -> Bool {
+        guard source.port != 0, !STUNServerConfiguration.isUnspecified(source.address) else { return false }
+        let bytes = source.address.bytes
+        if source.address.isIPv4 {
+            return bytes[0] & 0xF0 != 0xE0 && bytes != [255, 255, 255, 255]  // 224.0.0.0/4 multicast, limited broadcast
+        }
+        return bytes[0] != 0xFF  // ff00::/8 multicast
     }
 
     /// Takes a token from the source's bucket and from the total one.
