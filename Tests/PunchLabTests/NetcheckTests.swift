@@ -49,5 +49,22 @@ extension NATLabSelfTests {
                 #expect(servers.first?["latency_ms"] is Double, "\(context)")
             }
         }
+
+        /// With 10 % loss each way on r1's WAN link, retransmission still gets every probe
+        /// through: an address-restricted cone is still endpoint-independent mapping,
+        /// address-dependent filtering, port preserved, no hairpin.
+        @Test func netcheckIsStillRightWithTenPercentLoss() throws {
+            let punch = try ExternalProgram.punch()
+            let lab = try NATLab.build(r1: .addressRestricted, options: NATOptions(lossPercent: 10))
+            defer { lab.tearDown() }
+            try lab.startSTUN()
+            let output = try lab.run(.h1, [punch, "netcheck", "--json", "--stun", "\(LabAddress.server):\(LabAddress.rfc5780Port)"], timeout: .seconds(60))
+            #expect(output.status == 0, "\(output.stderr)")
+            let report = try parseJSON(output.lines.last ?? "")
+            #expect(report["udp"] as? Bool == true, "\(report)")
+            #expect(report["mapping"] as? String == NATMode.addressRestricted.mapping.rawValue, "\(report)")
+            #expect(report["filtering"] as? String == NATMode.addressRestricted.filtering.rawValue, "\(report)")
+            #expect(report["port_preserved"] as? Bool == true && report["hairpin"] as? Bool == false, "\(report)")
+        }
     }
 }
