@@ -13,7 +13,8 @@ struct NetcheckCommand: AsyncParsableCommand {
             address each one sees, and the latency), then runs the RFC 5780 behaviour tests \
             from a fresh socket against the first server that supports RFC 5780 (OTHER-ADDRESS): \
             mapping and filtering behaviour in RFC 4787 terms, port preservation, and \
-            hairpinning. Punch has no default STUN server: give at least one. A value that \
+            hairpinning (without an RFC 5780 server, only the last two). Punch has no default \
+            STUN server: give at least one. A value that \
             could not be measured is reported as unknown (null in JSON). Exits 0 whenever the \
             report was made, also when UDP is blocked.
 
@@ -73,8 +74,11 @@ struct NetcheckCommand: AsyncParsableCommand {
             // towards every server given, which could be the RFC 5780 server's other address.
             let capable = reports.first { $0.response?.otherAddress != nil && $0.endpoint?.address.isIPv4 == true }
                 ?? reports.first { $0.response?.otherAddress != nil }
+            // Without an RFC 5780 server, any server that answered still tells port
+            // preservation and hairpinning; mapping and filtering stay unknown.
+            let chosen = capable ?? reports.first { $0.response != nil && $0.endpoint?.address.isIPv4 == true } ?? reports.first { $0.response != nil }
             var classification: NATClassification?
-            if let capable, let endpoint = capable.endpoint {
+            if let chosen, let endpoint = chosen.endpoint {
                 let client = try await STUNClient.bind(
                     to: try IPEndpoint(endpoint.address.isIPv4 ? "0.0.0.0:0" : "[::]:0"), configuration: .behaviourDiscovery)
                 classification = await NATClassifier(client: client).classify(server: endpoint)
@@ -151,14 +155,19 @@ struct NetcheckCommand: AsyncParsableCommand {
         lines.append("UDP:            \(udp ? "works" : "blocked (no STUN server answered)")")
         lines.append("Public IPv4:    \(publicV4?.description ?? "none")")
         lines.append("Public IPv6:    \(publicV6?.description ?? "none")")
-        if let classification {
+        if !udp {
+            lines.append("Mapping, filtering, hairpinning: unknown (no STUN server answered)")
+        } else if let classification {
+            if classification.otherAddress == nil {
+                lines.append("                (no server supports RFC 5780, so mapping and filtering are unknown; run one with `punch stun --alternate-ip`)")
+            }
             lines.append("Mapping:        \(Self.describeMapping(classification.mapping))")
             lines.append("Filtering:      \(Self.describeFiltering(classification.filtering))")
             lines.append("Hairpinning:    \(classification.hairpin.map { $0 ? "yes (hosts behind this NAT reach each other via its public address)" : "no" } ?? "unknown")")
             lines.append("Port preserved: \(classification.portPreserved.map { $0 ? "yes (the public port equals the local one)" : "no" } ?? "unknown")")
             if classification.natDetected == false { lines.append("NAT:            none (the public address is this socket's own)") }
         } else {
-            lines.append("Mapping, filtering, hairpinning: unknown (no server supports RFC 5780; run one with `punch stun --alternate-ip`)")
+            lines.append("Mapping, filtering, hairpinning: unknown")
         }
         lines.append("Hole punching:  \(Self.advice(classification, udp: udp))")
         lines.append("Servers:")

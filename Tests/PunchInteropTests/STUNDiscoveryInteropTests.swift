@@ -91,6 +91,22 @@ import Testing
         #expect(servers.allSatisfy { ($0["latency_ms"] as? Double).map { $0 >= 0 } == true && $0["rfc5780"] as? Bool == true }, "\(servers)")
     }
 
+    @Test func punchNetcheckWithoutRFC5780ServerLeavesMappingAndFilteringUnknown() throws {
+        let punch = try ExternalTools.punchBinary()
+        let server = try BackgroundProcess(punch, ["stun", "--listen", "127.0.0.1:0", "--json"])
+        defer { server.stop() }
+        let port = try Self.port(of: server)
+        let output = try ExternalTools.run(punch, ["netcheck", "--json", "--stun", "127.0.0.1:\(port)"], timeout: 60)
+        #expect(output.status == 0, "\(output.stderr)")
+        let report = try ExternalTools.jsonObject(output.stdout)
+        #expect(report["udp"] as? Bool == true, "\(report)")
+        #expect(report["mapping"] is NSNull && report["filtering"] is NSNull && report["rfc5780_server"] is NSNull, "\(report)")
+        #expect(report["hairpin"] as? Bool == true && report["port_preserved"] as? Bool == true, "\(report)")
+        let human = try ExternalTools.run(punch, ["netcheck", "--stun", "127.0.0.1:\(port)"], timeout: 60)
+        #expect(human.stdout.contains("no server supports RFC 5780"), "\(human.stdout)")
+        #expect(human.stdout.contains("Mapping:        unknown"), "\(human.stdout)")
+    }
+
     @Test func punchNetcheckWithoutServerSaysSo() throws {
         let output = try ExternalTools.run(try ExternalTools.punchBinary(), ["netcheck", "--json"], timeout: 20)
         #expect(output.status == 1)
