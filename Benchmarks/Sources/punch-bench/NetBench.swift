@@ -257,7 +257,12 @@ actor LoopbackBench {
             while sent < bytes {
                 let count = min(chunk.readableBytes, bytes - sent)
                 try await outbound.write(chunk.getSlice(at: chunk.readerIndex, length: count)!)
+                let before = sent
                 sent += count
+                // As Connection.echo does: keep the writer from running ahead of the stream.
+                if before / HostStream.writerCatchUpInterval != sent / HostStream.writerCatchUpInterval {
+                    try await stream.waitForWriterToCatchUp()
+                }
             }
             outbound.finish()
             var acknowledgement = ByteBuffer()
