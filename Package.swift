@@ -35,11 +35,20 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The system's libcrypto (OpenSSL 3, Debian package libssl-dev): ChaCha20-Poly1305 in
+        // caller-owned buffers for Noise transport messages. Linux only; elsewhere swift-crypto's
+        // ChaChaPoly does the same work with copies.
+        .systemLibrary(
+            name: "CPunchLibcrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // Identity keys, PeerIDs, signed envelopes. No network I/O (the key file is its only file access).
         .target(
             name: "PunchCrypto",
             dependencies: [
                 "PunchWire",
+                .target(name: "CPunchLibcrypto", condition: .when(platforms: [.linux])),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]

@@ -92,14 +92,19 @@ import Testing
         #expect(try initiatorTransport.encrypt(Self.messages[4].payload) == Self.messages[4].ciphertext)
         #expect(try responderTransport.decrypt(Self.messages[4].ciphertext) == Self.messages[4].payload)
         // Message 6: responder to initiator, through the pointer-based fast paths the handler uses.
-        let sealed = try Self.messages[5].payload.withUnsafeBytes { plaintext in
-            try responderTransport.sender.encrypt(plaintext) { Array($0) }
+        let payload = Self.messages[5].payload
+        var sealed = [UInt8](repeating: 0, count: payload.count + NoiseCipherState.tagLength)
+        try payload.withUnsafeBytes { plaintext in
+            try sealed.withUnsafeMutableBytes { try responderTransport.sender.encrypt(plaintext, into: $0) }
         }
         #expect(sealed == Self.messages[5].ciphertext)
-        var laidOut = [UInt8](repeating: 0xEE, count: NoiseCipherState.nonceSpace) + sealed
-        let opened = try laidOut.withUnsafeMutableBytes { buffer in
-            try initiatorTransport.receiver.decrypt(nonceSpaceAndMessage: buffer) { Array($0) }
+        // Opened in place: the output is the message's own memory.
+        var inPlace = sealed
+        try inPlace.withUnsafeMutableBytes { buffer in
+            try initiatorTransport.receiver.decrypt(
+                UnsafeRawBufferPointer(buffer), into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<payload.count]))
         }
+        let opened = Array(inPlace.prefix(payload.count))
         #expect(opened == Self.messages[5].payload)
         #expect(initiatorTransport.sender.nonce == 1 && initiatorTransport.receiver.nonce == 2)
     }
@@ -124,19 +129,19 @@ import Testing
         _ = try initiator.readMessage(responder.writeMessage(payload: Self.messages[1].payload))
         _ = try responder.readMessage(initiator.writeMessage(payload: Self.messages[2].payload))
         var receiver = try initiator.split().receiver
-        var short = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace + 15)
-        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) {
-            try short.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { _ in } }
+        func open(_ message: [UInt8]) throws -> [UInt8] {
+            var output = [UInt8](repeating: 0, count: max(0, message.count - NoiseCipherState.tagLength))
+            try message.withUnsafeBytes { input in
+                try output.withUnsafeMutableBytes { try receiver.decrypt(input, into: $0) }
+            }
+            return output
         }
-        var tampered = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace) + Self.messages[3].ciphertext
+        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) { try open([UInt8](repeating: 0, count: 15)) }
+        var tampered = Self.messages[3].ciphertext
         tampered[tampered.count - 1] ^= 0x10
-        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) {
-            try tampered.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { _ in } }
-        }
+        #expect(throws: PunchCryptoError(.noiseDecryptFailed, "")) { try open(tampered) }
         #expect(receiver.nonce == 0)
-        var intact = [UInt8](repeating: 0, count: NoiseCipherState.nonceSpace) + Self.messages[3].ciphertext
-        let plaintext = try intact.withUnsafeMutableBytes { try receiver.decrypt(nonceSpaceAndMessage: $0) { Array($0) } }
-        #expect(plaintext == Self.messages[3].payload)
+        #expect(try open(Self.messages[3].ciphertext) == Self.messages[3].payload)
         #expect(receiver.nonce == 1)
     }
 

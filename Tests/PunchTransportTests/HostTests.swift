@@ -1,3 +1,4 @@
+import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -337,6 +338,41 @@ private final class ByteCollector: ChannelInboundHandler, RemovableChannelHandle
             #expect(servedPeer == dialer.peerID)
             #expect(servedDirection == .inbound)
             #expect(servedCount == 15)
+        }
+    }
+
+    @Test func anAsyncWriterRunningAheadOfTheEventLoopLosesNothing() async throws {
+        // NIOAsyncChannel's writer hands writes to the event loop without waiting. Here the loop is
+        // held until the writer has handed over twice YamuxConfiguration.streamWriteBufferLimit, so
+        // the stream receives all of it at once, far beyond its writability: it must keep every
+        // byte (an earlier version reset the stream with yamux.writeBufferFull).
+        let listener = TestHost()
+        let dialer = TestHost()
+        let protocolID = "/punch/test/count/1.0.0"
+        listener.host.setStreamHandler(for: protocolID) { stream in
+            try await stream.channel.executeThenClose { inbound, outbound in
+                var count = 0
+                for try await chunk in inbound { count += chunk.readableBytes }
+                try await outbound.write(ByteBuffer(string: "received \(count) bytes"))
+                outbound.finish()
+            }
+        }
+        try await withHosts(listener, dialer) {
+            let connection = try await dialer.host.dial(try await listener.listen())
+            let stream = try await connection.openStream(protocol: protocolID)
+            let total = 2 * YamuxConfiguration().streamWriteBufferLimit
+            let handedOver = DispatchSemaphore(value: 0)
+            stream.channel.channel.eventLoop.execute { handedOver.wait() }
+            let reply = try await stream.channel.executeThenClose { inbound, outbound in
+                let chunk = ByteBuffer(repeating: 0x5A, count: 64 * 1024)
+                for _ in 0..<(total / chunk.readableBytes) { try await outbound.write(chunk) }
+                handedOver.signal()
+                outbound.finish()
+                var reply = ByteBuffer()
+                for try await var part in inbound { reply.writeBuffer(&part) }
+                return String(buffer: reply)
+            }
+            #expect(reply == "received \(total) bytes")
         }
     }
 

@@ -53,13 +53,17 @@ import Testing
         #expect(assembler.message == [3, 4, 5])
     }
 
-    @Test func messageFollowsFreeNonceSpace() throws {
+    @Test func lendsTheWholeMessageAndKnowsFrameBoundaries() throws {
         var assembler = NoiseFrameAssembler(allocator: ByteBufferAllocator())
+        #expect(assembler.isAtFrameBoundary)
         var wire = Self.frames([[0xAA, 0xBB]])
+        var head = wire.readSlice(length: 3)!
+        #expect(try !assembler.consume(&head, maximumLength: 100))
+        #expect(!assembler.isAtFrameBoundary)
         #expect(try assembler.consume(&wire, maximumLength: 100))
-        let laidOut = assembler.withNonceSpaceAndMessage { Array($0) }
-        #expect(laidOut.count == NoiseFrameAssembler.nonceSpace + 2)
-        #expect(laidOut.suffix(2) == [0xAA, 0xBB])
+        #expect(assembler.withMessage { Array($0) } == [0xAA, 0xBB])
+        assembler.reset()
+        #expect(assembler.isAtFrameBoundary)
     }
 
     @Test func oversizedLengthIsRefusedBeforeTheBody() throws {

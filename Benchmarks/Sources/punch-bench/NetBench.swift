@@ -141,9 +141,7 @@ actor LoopbackBench {
     private var tcpServer: Channel?
     private var listener: PunchHost?
     private var dialer: PunchHost?
-    private var asyncDialer: PunchHost?
     private var connection: Connection?
-    private var asyncConnection: Connection?
 
     // MARK: Raw TCP
 
@@ -189,10 +187,6 @@ actor LoopbackBench {
     // MARK: Noise + yamux
 
     /// Starts two PunchHosts on loopback and connects them.
-    /// The `streamWriteBufferLimit` of the dialer that the `NIOAsyncChannel` writer uses: with the
-    /// default 4 MiB, its stream is reset (see `probeAsyncWriterWithDefaults`).
-    static let raisedWriteBufferLimit = 1 << 30
-
     func startHosts(window: Int?) async throws {
         var listenerConfiguration = HostConfiguration(identity: .generate())
         listenerConfiguration.identifyOnConnect = false
@@ -213,7 +207,7 @@ actor LoopbackBench {
         self.listener = listener
         let address = try await listener.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
 
-        // The default configuration, for the handler writer and the probe.
+        // The default configuration, for both writers.
         var dialerConfiguration = HostConfiguration(identity: .generate())
         dialerConfiguration.identifyOnConnect = false
         if let window { dialerConfiguration.yamux.streamReceiveWindow = UInt32(window) }
@@ -221,31 +215,13 @@ actor LoopbackBench {
         self.dialer = dialer
         connection = try await dialer.dial(address)
 
-        // The same with only streamWriteBufferLimit raised, for the NIOAsyncChannel writer.
-        dialerConfiguration.identity = .generate()
-        dialerConfiguration.yamux.streamWriteBufferLimit = Self.raisedWriteBufferLimit
-        let asyncDialer = PunchHost(configuration: dialerConfiguration, group: clientGroup)
-        self.asyncDialer = asyncDialer
-        asyncConnection = try await asyncDialer.dial(address)
-    }
-
-    /// One `NIOAsyncChannel` writer transfer on the default configuration: `nil` if it succeeds,
-    /// else what went wrong.
-    func probeAsyncWriterWithDefaults(bytes: Int) async -> String? {
-        guard let connection else { return "the hosts are not connected" }
-        do {
-            _ = try await asyncWriterTransfer(bytes: bytes, on: connection)
-            return nil
-        } catch {
-            return "\(error)"
-        }
     }
 
     /// One transfer on a new stream, written through `NIOAsyncChannel`'s outbound writer in 64 KiB
     /// chunks; returns seconds from the first write to the acknowledgement.
     func asyncWriterTransfer(bytes: Int) async throws -> Double {
-        guard let asyncConnection else { throw BenchmarkError("the hosts are not connected") }
-        return try await asyncWriterTransfer(bytes: bytes, on: asyncConnection)
+        guard let connection else { throw BenchmarkError("the hosts are not connected") }
+        return try await asyncWriterTransfer(bytes: bytes, on: connection)
     }
 
     private func asyncWriterTransfer(bytes: Int, on connection: Connection) async throws -> Double {
@@ -257,7 +233,12 @@ actor LoopbackBench {
             while sent < bytes {
                 let count = min(chunk.readableBytes, bytes - sent)
                 try await outbound.write(chunk.getSlice(at: chunk.readerIndex, length: count)!)
+                let before = sent
                 sent += count
+                // As Connection.echo does: keep the writer from running ahead of the stream.
+                if before / HostStream.writerCatchUpInterval != sent / HostStream.writerCatchUpInterval {
+                    try await stream.waitForWriterToCatchUp()
+                }
             }
             outbound.finish()
             var acknowledgement = ByteBuffer()
@@ -292,7 +273,6 @@ actor LoopbackBench {
     func shutdown() async {
         try? await tcpServer?.close()
         await dialer?.close()
-        await asyncDialer?.close()
         await listener?.close()
         try? await clientGroup.shutdownGracefully()
         try? await serverGroup.shutdownGracefully()

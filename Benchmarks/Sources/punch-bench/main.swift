@@ -47,8 +47,6 @@ let warmUpBytes = min(options.bytes, 64 << 20)
 let mib = Double(options.bytes) / mebibyte
 let loadBefore = loadAverage()
 var rows: [Measurement] = []
-/// How the NIOAsyncChannel writer fares with the default yamux limits ("ok" or the error).
-var asyncDefaultOutcome: String?
 
 do {
     // CPU-only measurements first, while nothing else of ours runs.
@@ -83,14 +81,10 @@ do {
             try await loopback.startHosts(window: options.window)
         }
         if let row = try await measure(
-            .async, "Noise+yamux stream, NIOAsyncChannel writer*", unit: "MiB/s",
+            .async, "Noise+yamux stream, NIOAsyncChannel writer", unit: "MiB/s",
             warmUp: { _ = try await loopback.asyncWriterTransfer(bytes: warmUpBytes) },
             once: { mib / (try await loopback.asyncWriterTransfer(bytes: options.bytes)) })
         { rows.append(row) }
-        if options.only.contains(.async) {
-            progress("NIOAsyncChannel writer with the default streamWriteBufferLimit: one transfer")
-            asyncDefaultOutcome = await loopback.probeAsyncWriterWithDefaults(bytes: options.bytes) ?? "ok"
-        }
         if let row = try await measure(
             .handler, "Noise+yamux stream, NIO handler writer", unit: "MiB/s",
             warmUp: { _ = try await loopback.handlerWriterTransfer(bytes: warmUpBytes) },
@@ -134,12 +128,6 @@ for row in rows {
             + padded(format(row.maximum), 9) + "  " + padded(row.unit, 5, left: true) + "  " + String(format: "%.2f", row.medianCPU))
 }
 
-if let asyncDefaultOutcome {
-    print(
-        "* with yamux streamWriteBufferLimit raised to \(LoopbackBench.raisedWriteBufferLimit >> 20) MiB; with the default "
-            + "(\(YamuxConfiguration().streamWriteBufferLimit >> 20) MiB) one \(format(mib)) MiB transfer: \(asyncDefaultOutcome)")
-}
-
 // The baseline is the project's own encrypt path when measured, else swift-crypto's seal.
 let baseline = figure(.encrypt) ?? figure(.seal)
 let baselineName = figure(.encrypt) != nil ? "NoiseCipherState.encrypt" : "ChaChaPoly.seal"
@@ -163,7 +151,7 @@ if !ratios.isEmpty {
     print(padded("ratio", 58, left: true) + padded("value", 7))
     for (key, title, value) in ratios {
         var line = padded(title, 58, left: true) + padded(String(format: "%.2f", value), 7)
-        if key == "async" || key == "handler" {
+        if ["async", "handler", "async_raw_seal", "handler_raw_seal"].contains(key) {
             line += value >= target ? "  (target >= 0.60: met)" : "  (target >= 0.60: missed)"
         }
         print(line)
@@ -175,7 +163,6 @@ if options.json {
         "bytes": options.bytes, "seconds": options.seconds, "repeats": options.repeats, "cores": cores,
         "load_before": loadBefore, "load_after": loadAverage(), "target": target,
     ]
-    if let asyncDefaultOutcome { object["async_writer_default_limits"] = asyncDefaultOutcome }
     if let window = options.window { object["yamux_window"] = window }
     let names: [Measurement.Kind: String] = [
         .seal: "chachapoly_seal_mib_s", .encrypt: "noise_encrypt_mib_s", .decrypt: "noise_decrypt_mib_s",

@@ -15,8 +15,6 @@ public struct NoiseCipherState: Sendable {
     public static let keyLength = 32
     /// Bytes of a ChaChaPoly nonce: 4 zero bytes then the 8-byte little-endian counter (section 12.3).
     static let nonceLength = 12
-    /// Free bytes a caller leaves in front of a message for ``decrypt(nonceSpaceAndMessage:_:)``.
-    public static let nonceSpace = nonceLength
 
     private var key: SymmetricKey?
     /// The nonce the next encryption or decryption uses.
@@ -57,59 +55,67 @@ public struct NoiseCipherState: Sendable {
         return Array(plaintext)
     }
 
-    /// Encrypts a transport message (empty associated data) and lends the ciphertext and tag to
-    /// `body`, without an intermediate array: the fast path for the channel handler.
+    /// Encrypts a transport message (empty associated data) from `plaintext` into `output`:
+    /// ciphertext, then the 16-byte tag. The fast path: a frame is sealed where it will be sent.
     ///
     /// - Parameters:
-    ///   - plaintext: the bytes to encrypt; they are read in place.
-    ///   - body: receives ciphertext followed by the 16-byte tag; the pointer is valid only inside.
-    /// - Returns: what `body` returns.
-    /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted` or `.noiseInvalidState` (no key), or
-    ///   what `body` throws.
-    public mutating func encrypt<Result>(
-        _ plaintext: UnsafeRawBufferPointer,
-        _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
-        guard let key else { throw Self.missingKey }
-        let box = try seal(plaintext, key: key, associatedData: [UInt8]())
-        // `combined` is nonce || ciphertext || tag; lend the part after the nonce.
-        return try box.combined.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[Self.nonceLength...])) }
-    }
-
-    /// Decrypts a transport message that follows ``nonceSpace`` free bytes, overwriting them with
-    /// the nonce, and lends the plaintext to `body`.
-    ///
-    /// ChaChaPoly opens `nonce || ciphertext || tag` in one piece; a caller that collects messages
-    /// behind free space spares the copy that would otherwise assemble that piece.
-    ///
-    /// - Parameters:
-    ///   - buffer: ``nonceSpace`` bytes of any content, then ciphertext and the 16-byte tag.
-    ///   - body: receives the plaintext; the pointer is valid only inside.
-    /// - Returns: what `body` returns.
-    /// - Throws: ``PunchCryptoError`` `.noiseDecryptFailed` (nonce unchanged), `.noiseNonceExhausted`,
-    ///   `.noiseInvalidState` (no key), or what `body` throws.
-    public mutating func decrypt<Result>(
-        nonceSpaceAndMessage buffer: UnsafeMutableRawBufferPointer,
-        _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
+    ///   - plaintext: the bytes to encrypt.
+    ///   - output: exactly `plaintext.count + tagLength` bytes; may be the same memory as `plaintext`.
+    /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted` or `.noiseInvalidState` (no key).
+    public mutating func encrypt(_ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
         guard let key else { throw Self.missingKey }
         guard nonce < UInt64.max else { throw Self.nonceExhausted }
-        guard buffer.count >= Self.nonceSpace + Self.tagLength else {
-            throw PunchCryptoError(
-                .noiseDecryptFailed,
-                "an encrypted Noise payload has at least the \(Self.tagLength)-byte tag, got \(max(0, buffer.count - Self.nonceSpace)) bytes")
-        }
-        let nonceBytes = Self.nonceBytes(nonce)
-        buffer.copyBytes(from: nonceBytes)
-        let plaintext: Data
-        do {
-            let box = try ChaChaPoly.SealedBox(combined: UnsafeRawBufferPointer(buffer))
-            plaintext = try ChaChaPoly.open(box, using: key, authenticating: [UInt8]())
-        } catch {
-            throw Self.authenticationFailure
+        precondition(output.count == plaintext.count + Self.tagLength, "the output holds the ciphertext and the 16-byte tag")
+        try Self.withNonceBytes(nonce) { nonceBytes in
+            try key.withUnsafeBytes { keyBytes in
+                do {
+                    try ChaChaPolyBuffers.seal(key: keyBytes, nonce: nonceBytes, plaintext: plaintext, into: output)
+                } catch {
+                    throw PunchCryptoError(.noiseInvalidState, "ChaCha20-Poly1305 refused to encrypt: \(error)")
+                }
+            }
         }
         nonce += 1
-        return try plaintext.withUnsafeBytes { try body($0) }
+    }
+
+    /// Decrypts a transport message (ciphertext, then the 16-byte tag; empty associated data)
+    /// into `output`. The fast path: a frame is opened where the next handler will read it.
+    ///
+    /// - Parameters:
+    ///   - message: ciphertext followed by the tag.
+    ///   - output: exactly `message.count - tagLength` bytes; may be the same memory as `message`.
+    ///     After a failure it holds garbage.
+    /// - Throws: ``PunchCryptoError`` `.noiseDecryptFailed` (nonce unchanged), `.noiseNonceExhausted`
+    ///   or `.noiseInvalidState` (no key).
+    public mutating func decrypt(_ message: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        guard let key else { throw Self.missingKey }
+        guard nonce < UInt64.max else { throw Self.nonceExhausted }
+        guard message.count >= Self.tagLength else {
+            throw PunchCryptoError(
+                .noiseDecryptFailed,
+                "an encrypted Noise payload has at least the \(Self.tagLength)-byte tag, got \(message.count) bytes")
+        }
+        precondition(output.count == message.count - Self.tagLength, "the output holds the plaintext")
+        let authentic = try Self.withNonceBytes(nonce) { nonceBytes in
+            try key.withUnsafeBytes { keyBytes in
+                do {
+                    return try ChaChaPolyBuffers.open(key: keyBytes, nonce: nonceBytes, message: message, into: output)
+                } catch {
+                    throw PunchCryptoError(.noiseInvalidState, "ChaCha20-Poly1305 refused to decrypt: \(error)")
+                }
+            }
+        }
+        guard authentic else { throw Self.authenticationFailure }
+        nonce += 1
+    }
+
+    /// Lends the 12-byte nonce for `counter` (section 12.3) from the stack.
+    private static func withNonceBytes<Result>(_ counter: UInt64, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try withUnsafeTemporaryAllocation(byteCount: nonceLength, alignment: 1) { nonce in
+            nonce.initializeMemory(as: UInt8.self, repeating: 0)
+            withUnsafeBytes(of: counter.littleEndian) { UnsafeMutableRawBufferPointer(rebasing: nonce[4..<nonceLength]).copyMemory(from: $0) }
+            return try body(UnsafeRawBufferPointer(nonce))
+        }
     }
 
     // MARK: - ChaChaPoly with the Noise nonce

@@ -170,6 +170,23 @@ public struct HostStream: Sendable {
     public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
 }
 
+extension HostStream {
+    /// Waits until the event loop has taken every write handed to `channel`'s outbound writer.
+    ///
+    /// `NIOAsyncChannel`'s writer returns from `write` before the event loop has taken the bytes,
+    /// and it learns that the stream turned unwritable only once the loop has. A producer faster
+    /// than the connection can therefore run ahead of the stream's writability by any amount
+    /// (the stream keeps every byte; it never resets a writer). A bulk writer calls this every
+    /// megabyte or so: afterwards the writer knows the stream's writability, so memory stays near
+    /// ``YamuxConfiguration/streamWriteBufferLimit``. ``Connection/echo(bytes:)`` does this.
+    public func waitForWriterToCatchUp() async throws {
+        try await channel.channel.eventLoop.submit {}.get()
+    }
+
+    /// How many bytes a bulk writer hands over between calls to ``waitForWriterToCatchUp()``.
+    public static let writerCatchUpInterval = 1024 * 1024
+}
+
 extension Multiaddr {
     /// `/ip4|ip6/A/tcp/P` for an IP socket address; `nil` for other kinds.
     public init?(tcp address: SocketAddress) {

@@ -101,7 +101,11 @@ extension Connection {
                         var chunk = allocator.buffer(capacity: size)
                         pattern.fill(&chunk, count: size)
                         try await outbound.write(chunk)
+                        let before = sent
                         sent += size
+                        if before / HostStream.writerCatchUpInterval != sent / HostStream.writerCatchUpInterval {
+                            try await stream.waitForWriterToCatchUp()
+                        }
                     }
                     outbound.finish()
                 }

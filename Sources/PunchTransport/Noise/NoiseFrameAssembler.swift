@@ -4,16 +4,13 @@ import PunchCrypto
 /// Reassembles libp2p Noise frames from reads of any size (libp2p noise spec, "Wire Format":
 /// a 16-bit big-endian length, then that many bytes of Noise message).
 ///
-/// Each message is collected into one reusable buffer behind ``nonceSpace`` free bytes: the
-/// layout in which ``NoiseCipherState/decrypt(nonceSpaceAndMessage:_:)`` opens it with a single
-/// copy. The assembler takes from the caller's buffer only the bytes of the frame in progress, so
+/// A frame that arrives whole in one read is decrypted where it lies (see `NoiseHandler`); the
+/// assembler collects only frames split across reads, into one reusable buffer. It takes from the caller's buffer only the bytes of the frame in progress, so
 /// the next frame's bytes stay where they are, and a frame split across reads is completed by the
 /// next ones: no byte is lost or read twice, whatever the read boundaries.
 struct NoiseFrameAssembler {
     /// Bytes of the length prefix.
     static let lengthFieldSize = 2
-    /// Free bytes kept in front of every message for the decryption nonce.
-    static let nonceSpace = NoiseCipherState.nonceSpace
     /// Capacity above which an idle assembler gives its buffer back (see ``releaseCapacityIfIdle()``).
     static let idleCapacity = 1024
 
@@ -34,7 +31,12 @@ struct NoiseFrameAssembler {
     /// Creates an assembler that allocates from `allocator`.
     init(allocator: ByteBufferAllocator) {
         buffer = allocator.buffer(capacity: Self.idleCapacity)
-        buffer.moveWriterIndex(forwardBy: Self.nonceSpace)
+    }
+
+    /// Whether no frame is in progress (the next byte starts a length prefix).
+    var isAtFrameBoundary: Bool {
+        if case .awaitingLength = state { return true }
+        return false
     }
 
     /// Whether a whole message is ready.
@@ -69,13 +71,13 @@ struct NoiseFrameAssembler {
                 guard let second = incoming.readInteger(as: UInt8.self) else { return false }
                 try begin(length: Int(first) << 8 | Int(second), maximumLength: maximumLength)
             case .collecting(let length):
-                let missing = length - (buffer.readableBytes - Self.nonceSpace)
+                let missing = length - buffer.readableBytes
                 if missing > 0 {
                     guard incoming.readableBytes > 0 else { return false }
                     var part = incoming.readSlice(length: min(missing, incoming.readableBytes))!
                     buffer.writeBuffer(&part)
                 }
-                if buffer.readableBytes - Self.nonceSpace == length {
+                if buffer.readableBytes == length {
                     state = .complete
                 }
             }
@@ -95,21 +97,18 @@ struct NoiseFrameAssembler {
     /// The whole message, copied out (for the small handshake messages).
     var message: [UInt8] {
         precondition(isComplete, "no whole Noise message is ready")
-        return buffer.getBytes(at: buffer.readerIndex + Self.nonceSpace, length: buffer.readableBytes - Self.nonceSpace)!
+        return buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes)!
     }
 
-    /// Lends the nonce space followed by the whole message, writable, to `body`.
-    mutating func withNonceSpaceAndMessage<Result>(
-        _ body: (UnsafeMutableRawBufferPointer) throws -> Result
-    ) rethrows -> Result {
+    /// Lends the whole message to `body`.
+    func withMessage<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         precondition(isComplete, "no whole Noise message is ready")
-        return try buffer.withUnsafeMutableReadableBytes(body)
+        return try buffer.withUnsafeReadableBytes(body)
     }
 
     /// Discards the processed message and waits for the next frame, keeping the buffer's storage.
     mutating func reset() {
         buffer.clear()
-        buffer.moveWriterIndex(forwardBy: Self.nonceSpace)
         state = .awaitingLength
     }
 
@@ -118,6 +117,5 @@ struct NoiseFrameAssembler {
     mutating func releaseCapacityIfIdle(allocator: ByteBufferAllocator) {
         guard case .awaitingLength = state, buffer.capacity > Self.idleCapacity else { return }
         buffer = allocator.buffer(capacity: Self.idleCapacity)
-        buffer.moveWriterIndex(forwardBy: Self.nonceSpace)
     }
 }

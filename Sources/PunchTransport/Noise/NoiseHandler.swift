@@ -152,6 +152,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func process(_ incoming: inout ByteBuffer, context: ChannelHandlerContext) {
         while incoming.readableBytes > 0 {
+            if decryptWholeFrameInPlace(&incoming, context: context) { continue }
             // The phase may change with every frame (the last handshake message is followed by
             // transport messages in the same read), so the limit is chosen per frame.
             let maximumLength: Int
@@ -188,23 +189,54 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func decryptAndForward(context: ChannelHandlerContext) {
-        let plaintext: ByteBuffer
         do {
-            plaintext = try assembler!.withNonceSpaceAndMessage { frame in
-                try transport!.receiver.decrypt(nonceSpaceAndMessage: frame) { bytes in
-                    var plaintext = context.channel.allocator.buffer(capacity: bytes.count)
-                    plaintext.writeBytes(bytes)
-                    return plaintext
-                }
+            let plaintext = try assembler!.withMessage { message in
+                try decrypt(message, context: context)
             }
+            forward(plaintext, context: context)
         } catch {
             fail(error, context: context)
-            return
         }
+    }
+
+    /// Decrypts one transport message straight into a new buffer for the next handler.
+    private func decrypt(_ message: UnsafeRawBufferPointer, context: ChannelHandlerContext) throws -> ByteBuffer {
+        let length = max(0, message.count - NoiseCipherState.tagLength)
+        var plaintext = context.channel.allocator.buffer(capacity: length)
+        try plaintext.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { output in
+            try transport!.receiver.decrypt(message, into: UnsafeMutableRawBufferPointer(rebasing: output[..<length]))
+            return length
+        }
+        return plaintext
+    }
+
+    private func forward(_ plaintext: ByteBuffer, context: ChannelHandlerContext) {
         // An empty transport message carries nothing for the next handler.
         if plaintext.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(plaintext))
         }
+    }
+
+    /// When `incoming` holds a whole transport frame at a frame boundary, decrypts it from where it
+    /// lies (no reassembly copy) and returns `true`; otherwise leaves everything as it is.
+    private func decryptWholeFrameInPlace(_ incoming: inout ByteBuffer, context: ChannelHandlerContext) -> Bool {
+        guard case .established = phase, assembler?.isAtFrameBoundary == true,
+            let length = incoming.getInteger(at: incoming.readerIndex, as: UInt16.self),
+            incoming.readableBytes >= NoiseFrameAssembler.lengthFieldSize + Int(length)
+        else { return false }
+        // Every 16-bit length is within NoiseTransportState.maximumMessageLength (65535).
+        do {
+            let plaintext = try incoming.withUnsafeReadableBytes { bytes in
+                try decrypt(
+                    UnsafeRawBufferPointer(rebasing: bytes[NoiseFrameAssembler.lengthFieldSize..<(NoiseFrameAssembler.lengthFieldSize + Int(length))]),
+                    context: context)
+            }
+            incoming.moveReaderIndex(forwardBy: NoiseFrameAssembler.lengthFieldSize + Int(length))
+            forward(plaintext, context: context)
+        } catch {
+            fail(error, context: context)
+        }
+        return true
     }
 
     // MARK: - Outbound
@@ -334,9 +366,11 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var frame = context.channel.allocator.buffer(capacity: NoiseFrameAssembler.lengthFieldSize + messageLength)
         frame.writeInteger(UInt16(messageLength))
         do {
+            // Sealed straight into the frame: no intermediate buffer.
             try plaintext.withUnsafeReadableBytes { bytes in
-                try transport!.sender.encrypt(bytes) { ciphertext in
-                    _ = frame.writeBytes(ciphertext)
+                try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: messageLength) { output in
+                    try transport!.sender.encrypt(bytes, into: UnsafeMutableRawBufferPointer(rebasing: output[..<messageLength]))
+                    return messageLength
                 }
             }
         } catch {

@@ -63,13 +63,14 @@ public struct YamuxConfiguration: Hashable, Sendable {
     /// ``YamuxMultiplexer/createStream(initializer:)`` fails with `.yamuxStreamBacklogFull` beyond it.
     public var maximumUnacknowledgedOutboundStreams: Int = 256
 
-    /// How many bytes a stream may queue for sending when its writer ignores `isWritable`.
-    /// Default 4 MiB.
+    /// The most unsent bytes a stream holds before it turns unwritable, even when the peer's window
+    /// is larger. Default 4 MiB.
     ///
-    /// A stream turns unwritable once it holds more unsent bytes than the peer's window allows, so
-    /// a writer that honours writability (as `NIOAsyncChannel` does) never gets near this. A write
-    /// arriving while the queue already exceeds the limit resets the stream with
-    /// `.yamuxWriteBufferFull` rather than letting memory grow without bound.
+    /// A stream is writable while it queues no more than this and no more than the peer's window
+    /// allows. Writes beyond it are never refused or reset (that would lose a correct writer's
+    /// bytes): a writer that honours `isWritable` stays near it, and `NIOAsyncChannel`'s writer,
+    /// which can run ahead of the event loop, is kept near it by
+    /// ``HostStream/waitForWriterToCatchUp()``.
     public var streamWriteBufferLimit: Int = 4 * 1024 * 1024
 
     /// Send a Ping when nothing has been received for this long; `nil` turns keep-alive off.

@@ -61,9 +61,4 @@ extension TransportError.Code {
     /// A gracefully closing stream did not finish within ``YamuxConfiguration/streamCloseTimeout``
     /// (the peer neither read the remaining data nor sent its FIN), so it was reset.
     public static let yamuxStreamCloseTimeout = Self("yamux.streamCloseTimeout")
-
-    /// A stream's writer queued more than ``YamuxConfiguration/streamWriteBufferLimit`` bytes while
-    /// the stream was not writable. The stream is reset because its byte sequence can no longer be
-    /// delivered intact; honour `Channel.isWritable` (as `NIOAsyncChannel` does).
-    public static let yamuxWriteBufferFull = Self("yamux.writeBufferFull")
 }

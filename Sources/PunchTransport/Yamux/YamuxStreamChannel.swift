@@ -50,7 +50,8 @@ final class YamuxStreamChannel {
     private var lifecycle = Lifecycle.initializing
     /// Received and not yet delivered; bounded by the receive window the session enforces.
     private var pendingReads = CircularBuffer<PendingRead>(initialCapacity: 4)
-    /// Written and not yet sent; bounded by writability and ``YamuxConfiguration/streamWriteBufferLimit``.
+    /// Written and not yet sent; the channel turns unwritable above
+    /// ``YamuxConfiguration/streamWriteBufferLimit`` or the peer's window, whichever is smaller.
     private var pendingWrites = MarkedCircularBuffer<PendingWrite>(initialCapacity: 4)
     private var queuedBytes = 0
     /// FIN requested (queued or sent).
@@ -194,15 +195,13 @@ extension YamuxStreamChannel: Channel, ChannelCore {
             promise?.fail(ChannelError.outputClosed)
             return
         }
-        if self.queuedBytes > self.configuration.streamWriteBufferLimit {
-            let error = TransportError(
-                .yamuxWriteBufferFull,
-                "yamux stream \(self.streamID) already queues \(self.queuedBytes) unsent bytes (streamWriteBufferLimit); the writer ignored isWritable, so the stream was reset"
-            )
-            promise?.fail(error)
-            self.resetLocally(error: error)
-            return
-        }
+        // No write is ever refused for size: NIOAsyncChannel's writer hands writes to the event loop
+        // without waiting for it, so even a writer that honours `isWritable` can run ahead of the
+        // stream's writability. Refusing (or resetting) would lose the bytes of a correct writer.
+        // What bounds the queue is writability (see `updateWritability`) and, for bulk async
+        // writers, `HostStream.waitForWriterToCatchUp()`. A peer cannot grow it: what a stream
+        // writes in answer to reads stops when the peer withholds window, because the stream then
+        // turns unwritable and the answering reader stops reading.
         let buffer = self.unwrapData(data, as: ByteBuffer.self)
         self.queuedBytes += buffer.readableBytes
         self.pendingWrites.append(.data(buffer, promise))
@@ -593,7 +592,11 @@ extension YamuxStreamChannel {
 
     private func updateWritability() {
         let window = self.multiplexer.sendWindow(ofStream: self.streamID)
-        let writable = self.multiplexer.parentIsWritable && self.queuedBytes <= window
+        // A peer may grant a window far larger than the limit (go-yamux grows it to 16 MiB): the
+        // smaller of the two decides, so a writer honouring writability never queues more than the
+        // limit here.
+        let highWatermark = min(window, self.configuration.streamWriteBufferLimit)
+        let writable = self.multiplexer.parentIsWritable && self.queuedBytes <= highWatermark
         guard writable != self.writable else { return }
         self.writable = writable
         self.status.setWritable(writable)
