@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
         .library(name: "PunchTransport", targets: ["PunchTransport"]),
+        .library(name: "PunchRelay", targets: ["PunchRelay"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -65,10 +66,23 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Circuit Relay v2: the relay (hop) service and the client (reserve, connect, stop).
+        .target(
+            name: "PunchRelay",
+            dependencies: [
+                "PunchWire",
+                "PunchCrypto",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchRelay"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -108,6 +122,15 @@ let package = Package(
                 "PunchTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchRelayTests",
+            dependencies: [
+                "PunchRelay",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

@@ -1,3 +1,4 @@
 @_exported import PunchCrypto
+@_exported import PunchRelay
 @_exported import PunchTransport
 @_exported import PunchWire
