@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
         .library(name: "PunchTransport", targets: ["PunchTransport"]),
         .library(name: "PunchDiscovery", targets: ["PunchDiscovery"]),
+        .library(name: "PunchRelay", targets: ["PunchRelay"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -76,10 +77,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Circuit Relay v2: the relay (hop) service and the client (reserve, connect, stop).
+        .target(
+            name: "PunchRelay",
+            dependencies: [
+                "PunchWire",
+                "PunchCrypto",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -131,6 +145,15 @@ let package = Package(
                 "PunchTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchRelayTests",
+            dependencies: [
+                "PunchRelay",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

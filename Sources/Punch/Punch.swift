@@ -1,4 +1,5 @@
 @_exported import PunchCrypto
 @_exported import PunchDiscovery
+@_exported import PunchRelay
 @_exported import PunchTransport
 @_exported import PunchWire

@@ -19,7 +19,9 @@ struct DialCommand: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("The peer's address, ending in /p2p/<PeerID> to check its identity.", valueName: "multiaddr"))
+    @Argument(help: ArgumentHelp(
+        "The peer's address, ending in /p2p/<PeerID> to check its identity; or a circuit address …/p2p/RELAY/p2p-circuit/p2p/PEER.",
+        valueName: "multiaddr"))
     var address: String
 
     @Option(name: .long, help: ArgumentHelp("How many random bytes to echo (0 skips the echo).", valueName: "n"))
@@ -56,12 +58,26 @@ struct DialCommand: AsyncParsableCommand {
 
             let clock = ContinuousClock()
             let started = clock.now
-            let connection = try await node.dial(target)
+            let connection: Connection
+            if target.isCircuit {
+                // …/p2p/RELAY/p2p-circuit/p2p/TARGET: to the relay, then through it.
+                guard let relayAddress = target.relayAddress, let targetHash = target.peerID, target.components.last.map({ if case .p2p = $0 { true } else { false } }) == true
+                else {
+                    throw RelayError(.badAddress, "a circuit address reads /…/p2p/RELAY/p2p-circuit/p2p/TARGET, not \(target)")
+                }
+                let targetPeer = try PeerID(multihash: targetHash)
+                let relayConnection = try await node.dial(relayAddress)
+                connection = try await RelayClient.connect(to: targetPeer, via: relayConnection, host: node)
+            } else {
+                connection = try await node.dial(target)
+            }
             let connectTime = clock.now - started
             report(
-                ["event": "connected", "peer_id": "\(connection.remotePeerID)", "remote_addr": "\(connection.remoteAddress.map { "\($0)" } ?? "")",
+                ["event": "connected", "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue,
+                 "remote_addr": "\(connection.remoteAddress.map { "\($0)" } ?? "")",
                  "local_addr": "\(connection.localAddress.map { "\($0)" } ?? "")", "connect_ms": connectTime.milliseconds],
-                "connected to \(connection.remotePeerID) in \(format(connectTime)) (from \(connection.localAddress.map { "\($0)" } ?? "?"))")
+                "connected (\(connection.path.rawValue)) to \(connection.remotePeerID) in \(format(connectTime))"
+                    + (connection.localAddress.map { " (from \($0))" } ?? ""))
 
             step = "ping"
             let rtts = try await connection.ping(count: pings)
@@ -91,7 +107,7 @@ struct DialCommand: AsyncParsableCommand {
 
             let minimum = rtts.min() ?? .zero
             report(
-                ["event": "result", "ok": true, "peer_id": "\(connection.remotePeerID)", "rtt_ms": minimum.milliseconds,
+                ["event": "result", "ok": true, "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue, "rtt_ms": minimum.milliseconds,
                  "observed_addr": observed, "bytes": echo?.bytes ?? 0, "echo_seconds": echo?.duration.seconds ?? 0,
                  "throughput_mib_s": ((echo?.bytesPerSecond ?? 0) / 1_048_576 * 100).rounded() / 100],
                 "ok: round trip \(format(minimum)), observed address \(observed.isEmpty ? "?" : observed)")

@@ -18,11 +18,14 @@ struct ListenCommand: AsyncParsableCommand {
             With --json, the first line is
               {"event":"listening","peer_id":"12D3KooW...","addrs":["/ip4/.../tcp/4001/p2p/12D3KooW..."]}
             and each connection event follows as one line: connected, identified, echo,
-            disconnected, connection_failed.
+            disconnected, connection_failed. With --relay, each reservation prints
+              {"event":"reserved","relay":...,"circuit_addrs":[...],"expires_in_s":...}
+            and is refreshed before it expires; a lost relay is re-reserved with backoff.
 
             Examples:
               punch listen --listen /ip4/0.0.0.0/tcp/4001
               punch listen --listen /ip4/127.0.0.1/tcp/0 --identity ./node.key --json
+              punch listen --listen /ip4/0.0.0.0/tcp/4001 --relay /ip4/203.0.113.10/tcp/4001/p2p/12D3KooW...
             """
     )
 
@@ -31,6 +34,9 @@ struct ListenCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("The identity key file (created if missing).", valueName: "file"))
     var identity: String = IdentityCommand.defaultIdentityPath
+
+    @Option(name: .long, help: ArgumentHelp("A relay to reserve a slot on (…/p2p/RELAY); repeat for more.", valueName: "multiaddr"))
+    var relay: [String] = []
 
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
@@ -44,6 +50,8 @@ struct ListenCommand: AsyncParsableCommand {
             Echo.register(on: host) { stream, count in
                 output.echo(stream, bytes: count)
             }
+            let relays = try relay.map { try Multiaddr($0) }
+            if !relays.isEmpty { RelayClient.acceptCircuits(on: host) }
             var addresses: [Multiaddr] = []
             for text in listen {
                 addresses += try await host.listen(Multiaddr(text))
@@ -54,7 +62,11 @@ struct ListenCommand: AsyncParsableCommand {
                     output.print(event)
                 }
             }
+            let keepers = relays.map { address in
+                Task { await ReservationKeeper(host: host, relay: address, output: output).run() }
+            }
             await SignalWaiter.waitForTermination()
+            for keeper in keepers { keeper.cancel() }
             await host.close()
             _ = await events.value
         } catch {
@@ -93,8 +105,8 @@ struct EventPrinter: Sendable {
         case .connected(let connection):
             emit(
                 ["event": "connected", "peer_id": "\(connection.remotePeerID)", "direction": connection.direction.rawValue,
-                 "remote_addr": connection.remoteAddress.map { "\($0)" } ?? ""],
-                "connected \(connection.direction.rawValue) \(connection.remotePeerID) at \(connection.remoteAddress.map { "\($0)" } ?? "?")")
+                 "path": connection.path.rawValue, "remote_addr": connection.remoteAddress.map { "\($0)" } ?? ""],
+                "connected \(connection.direction.rawValue) (\(connection.path.rawValue)) \(connection.remotePeerID) at \(connection.remoteAddress.map { "\($0)" } ?? "?")")
         case .identified(let connection, let info):
             emit(
                 ["event": "identified", "peer_id": "\(connection.remotePeerID)", "agent_version": info.agentVersion ?? "",
@@ -111,6 +123,8 @@ struct EventPrinter: Sendable {
                 "\(direction.rawValue) connection from \(remote.map { "\($0)" } ?? "?") failed: \(error.message)")
         }
     }
+
+    func emitLine(_ object: [String: Any], _ text: String) { emit(object, text) }
 
     private func emit(_ object: [String: Any], _ text: String) {
         if json { JSONLine.print(object) } else { Swift.print(text) }

@@ -11,6 +11,9 @@ struct PunchCommand: AsyncParsableCommand {
             (STUN, NAT-PMP, PCP, UPnP-IGD). Every command takes --json for one JSON object per line.
             """,
         version: PunchVersion.current,
-        subcommands: [IdentityCommand.self, ListenCommand.self, DialCommand.self, NetcheckCommand.self, STUNCommand.self, LabCommand.self]
+        subcommands: [
+            IdentityCommand.self, ListenCommand.self, DialCommand.self, RelayCommand.self, NetcheckCommand.self, STUNCommand.self,
+            LabCommand.self,
+        ]
     )
 }

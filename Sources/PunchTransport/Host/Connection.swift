@@ -15,8 +15,11 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     /// The peer's end of the TCP connection (for an inbound connection behind NAT: its public
     /// mapping). This is what identify reports to the peer as its observed address.
     public let remoteAddress: Multiaddr?
-    /// The TCP channel; the pipeline ends in the yamux multiplexer.
+    /// The TCP channel (for a relayed connection: the circuit's stream channel on the connection
+    /// to the relay); the pipeline ends in the yamux multiplexer.
     public let channel: Channel
+    /// Whether the bytes go straight to the peer or through a relay's circuit.
+    public let path: ConnectionPath
 
     private struct State {
         var remotePeerID: PeerID?
@@ -33,8 +36,20 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     init(channel: Channel, direction: ConnectionDirection, router: StreamRouter) {
         self.channel = channel
         self.direction = direction
+        self.path = .direct
         self.localAddress = channel.localAddress.flatMap(Multiaddr.init(tcp:))
         self.remoteAddress = channel.remoteAddress.flatMap(Multiaddr.init(tcp:))
+        self.streamRouter = router
+    }
+
+    /// A connection over a relay's circuit: `remoteAddress` is the circuit address
+    /// (`…/p2p/RELAY/p2p-circuit[/p2p/PEER]`).
+    init(circuit channel: Channel, direction: ConnectionDirection, remoteAddress: Multiaddr?, router: StreamRouter) {
+        self.channel = channel
+        self.direction = direction
+        self.path = .relayed
+        self.localAddress = nil
+        self.remoteAddress = remoteAddress
         self.streamRouter = router
     }
 
@@ -62,7 +77,7 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         let peer = state.withLockedValue { $0.remotePeerID }.map { "\($0)" } ?? "?"
-        return "Connection(\(direction.rawValue) \(peer) \(remoteAddress.map { "\($0)" } ?? "?"))"
+        return "Connection(\(direction.rawValue) \(path.rawValue) \(peer) \(remoteAddress.map { "\($0)" } ?? "?"))"
     }
 
     public static func == (lhs: Connection, rhs: Connection) -> Bool { lhs === rhs }
@@ -158,6 +173,14 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     func recordError(_ error: TransportError) {
         state.withLockedValue { if $0.closeError == nil { $0.closeError = error } }
     }
+}
+
+/// How a connection's bytes travel.
+public enum ConnectionPath: String, Sendable, Hashable, Codable {
+    /// Straight to the peer (a dial, an accepted connection, or a punched one).
+    case direct
+    /// Through a relay's circuit (Circuit Relay v2), Noise end to end: the relay cannot read it.
+    case relayed
 }
 
 /// One negotiated stream: its protocol, its connection, and the stream as a `NIOAsyncChannel`.

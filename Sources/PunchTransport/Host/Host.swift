@@ -91,6 +91,12 @@ public final class PunchHost: Sendable {
         router.register(protocolID, handler)
     }
 
+    /// Serves `protocolID` at the NIO level: `handler` sets up each inbound stream's pipeline on its
+    /// event loop (see ``ChannelStreamHandler``). Replaces any handler for the protocol.
+    public func setChannelHandler(for protocolID: String, _ handler: @escaping ChannelStreamHandler) {
+        router.register(protocolID, channelHandler: handler)
+    }
+
     /// Stops serving `protocolID`; peers proposing it get `na`.
     public func removeStreamHandler(for protocolID: String) {
         router.unregister(protocolID)
@@ -313,6 +319,52 @@ public final class PunchHost: Sendable {
             throw connection.closeError ?? TransportError(.connectionClosed, "the connection closed right after the upgrade")
         }
         return connection
+    }
+
+    /// Upgrades a relay circuit (a stream channel on the connection to the relay, after the relay
+    /// protocol said OK) to a connection to the peer at its other end: Noise and yamux run end to
+    /// end inside the circuit, so the relay sees only ciphertext. The connection joins the host's
+    /// table and events like any other, with ``Connection/path`` `.relayed`.
+    ///
+    /// Call it on the circuit's event loop, with no handler left in the circuit's pipeline that
+    /// would consume bytes; bytes that arrived early must be passed on with `fireChannelRead`
+    /// after this returns.
+    ///
+    /// - Parameters:
+    ///   - circuit: the stream channel carrying the circuit.
+    ///   - direction: `.outbound` on the side that asked the relay to connect (it is the Noise
+    ///     initiator), `.inbound` on the side the relay's STOP reached.
+    ///   - remotePeer: the peer the relay says is at the other end; Noise must prove it.
+    ///   - remoteAddress: the circuit address of the peer.
+    /// - Returns: a future of the connection, once Noise and yamux are up.
+    public func upgradeCircuit(
+        _ circuit: Channel, direction: ConnectionDirection, remotePeer: PeerID, remoteAddress: Multiaddr?
+    ) -> EventLoopFuture<Connection> {
+        circuit.eventLoop.preconditionInEventLoop()
+        let admitted = state.withLockedValue { state -> Bool in
+            guard !state.closed, state.connections.count + state.pendingUpgrades < configuration.maximumConnections,
+                state.pendingUpgrades < configuration.maximumPendingUpgrades
+            else { return false }
+            state.pendingUpgrades += 1
+            return true
+        }
+        guard admitted else {
+            return circuit.eventLoop.makeFailedFuture(
+                TransportError(.hostConnectionLimit, "the host is at its connection or upgrade limit; the circuit was refused"))
+        }
+        let connection = Connection(circuit: circuit, direction: direction, remoteAddress: remoteAddress, router: router)
+        let promise = circuit.eventLoop.makePromise(of: Connection.self)
+        startUpgrade(connection, expectedPeer: remotePeer).whenComplete { [self] result in
+            self.finishUpgrade(connection, result: result)
+            if case .failure(let error) = result {
+                promise.fail(TransportError(upgrade: error))
+            } else if self.state.withLockedValue({ $0.connections.keys.contains(ObjectIdentifier(connection)) }) {
+                promise.succeed(connection)
+            } else {
+                promise.fail(connection.closeError ?? TransportError(.connectionClosed, "the circuit closed right after the upgrade"))
+            }
+        }
+        return promise.futureResult
     }
 
     /// Connects TCP, leaving from the port of a listener of the same family when configured to.

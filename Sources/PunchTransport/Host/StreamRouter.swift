@@ -8,9 +8,20 @@ import NIOCore
 /// when the handler returns, if it has not.
 public typealias StreamHandler = @Sendable (HostStream) async throws -> Void
 
+/// Handles a stream the peer opened, at the NIO level: called on the stream's event loop with the
+/// negotiated stream channel (half-closure on) and its connection, to set up the stream's
+/// pipeline. The stream is reset if the returned future fails. For protocols that hand the raw
+/// stream on, such as a relay's circuits.
+public typealias ChannelStreamHandler = @Sendable (Channel, Connection) -> EventLoopFuture<Void>
+
 /// The protocol table of a host, and stream negotiation in both directions.
 final class StreamRouter: Sendable {
-    private let handlers = NIOLockedValueBox([String: StreamHandler]())
+    private enum Handler {
+        case task(StreamHandler)
+        case channel(ChannelStreamHandler)
+    }
+
+    private let handlers = NIOLockedValueBox([String: Handler]())
     let multistream: MultistreamSelectStateMachine.Configuration
     let negotiationTimeout: TimeAmount
     /// ``HostConfiguration/maximumIdentifyMessageLength``, for identify requests on connections.
@@ -28,7 +39,11 @@ final class StreamRouter: Sendable {
     }
 
     func register(_ protocolID: String, _ handler: @escaping StreamHandler) {
-        handlers.withLockedValue { $0[protocolID] = handler }
+        handlers.withLockedValue { $0[protocolID] = .task(handler) }
+    }
+
+    func register(_ protocolID: String, channelHandler: @escaping ChannelStreamHandler) {
+        handlers.withLockedValue { $0[protocolID] = .channel(channelHandler) }
     }
 
     func unregister(_ protocolID: String) {
@@ -80,18 +95,26 @@ final class StreamRouter: Sendable {
         stream.eventLoop.makeCompletedFuture {
             try Self.enableHalfClosure(stream)
             let supported = Set(handlers.withLockedValue { $0.keys })
-            let negotiation = MultistreamSelectHandler<(String, NIOAsyncChannel<ByteBuffer, ByteBuffer>)>(
+            let negotiation = MultistreamSelectHandler<(String, NIOAsyncChannel<ByteBuffer, ByteBuffer>?)>(
                 role: .listener(supported), configuration: multistream, timeout: negotiationTimeout,
                 eventLoop: stream.eventLoop
             ) { chosen, channel in
-                channel.eventLoop.makeCompletedFuture { (chosen, try Self.asyncChannel(channel)) }
+                switch self.handlers.withLockedValue({ $0[chosen] }) {
+                case .channel(let handler):
+                    return handler(channel, connection).map { (chosen, nil) }
+                case .task, .none:
+                    return channel.eventLoop.makeCompletedFuture { (chosen, try Self.asyncChannel(channel)) }
+                }
             }
             try stream.pipeline.syncOperations.addHandler(negotiation)
             let logger = self.logger
             negotiation.negotiationResult.whenComplete { result in
                 switch result {
-                case .success(let (chosen, asyncChannel)):
-                    guard let handler = self.handlers.withLockedValue({ $0[chosen] }) else {
+                case .success((_, nil)):
+                    // A channel handler took the stream.
+                    break
+                case .success(let (chosen, asyncChannel?)):
+                    guard case .task(let handler) = self.handlers.withLockedValue({ $0[chosen] }) else {
                         stream.close(promise: nil)
                         return
                     }

@@ -367,7 +367,7 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         frame.writeInteger(UInt16(messageLength))
         do {
             // Sealed straight into the frame: no intermediate buffer.
-            try plaintext.withUnsafeReadableBytes { bytes in
+            _ = try plaintext.withUnsafeReadableBytes { bytes in
                 try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: messageLength) { output in
                     try transport!.sender.encrypt(bytes, into: UnsafeMutableRawBufferPointer(rebasing: output[..<messageLength]))
                     return messageLength
