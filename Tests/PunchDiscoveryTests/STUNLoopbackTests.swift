@@ -167,11 +167,13 @@ import Testing
 
     @Test func outstandingTransactionsAreBoundedOnTheSocket() async throws {
         try await ScriptedSocket.with { silent in
-            var configuration = STUNClientConfiguration(retransmissionTimeout: .milliseconds(50), maximumRequests: 2, finalWaitMultiplier: 2)
+            // The first transaction stays outstanding for 3 s: long enough on a loaded machine.
+            var configuration = STUNClientConfiguration(retransmissionTimeout: .seconds(1), maximumRequests: 2, finalWaitMultiplier: 2)
             configuration.maximumOutstandingTransactions = 1
             try await withClient(configuration: configuration) { client in
                 async let first: Void = { _ = try? await client.binding(to: silent.address) }()
-                try await Task.sleep(for: .milliseconds(10))
+                // Wait until the first has started rather than for a fixed time.
+                for _ in 0..<200 where try await client.statistics().started == 0 { try await Task.sleep(for: .milliseconds(5)) }
                 await #expect(throws: DiscoveryError(.stunTooManyTransactions, "")) { try await client.binding(to: silent.address) }
                 await first
             }
