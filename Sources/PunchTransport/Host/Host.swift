@@ -352,6 +352,9 @@ public final class PunchHost: Sendable {
             return circuit.eventLoop.makeFailedFuture(
                 TransportError(.hostConnectionLimit, "the host is at its connection or upgrade limit; the circuit was refused"))
         }
+        // The circuit is the connection now: the peer's FIN (or the relay's end of the circuit)
+        // ends it, as a TCP connection without half-closure.
+        try? circuit.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
         let connection = Connection(circuit: circuit, direction: direction, remoteAddress: remoteAddress, router: router)
         let promise = circuit.eventLoop.makePromise(of: Connection.self)
         startUpgrade(connection, expectedPeer: remotePeer).whenComplete { [self] result in
