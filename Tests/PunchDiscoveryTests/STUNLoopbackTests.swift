@@ -167,16 +167,17 @@ import Testing
 
     @Test func outstandingTransactionsAreBoundedOnTheSocket() async throws {
         try await ScriptedSocket.with { silent in
-            // The first transaction stays outstanding for 3 s: long enough on a loaded machine.
-            var configuration = STUNClientConfiguration(retransmissionTimeout: .seconds(1), maximumRequests: 2, finalWaitMultiplier: 2)
+            // The first transaction would stay outstanding for 30 s: far longer than any stall of a
+            // loaded machine. Closing the client ends it.
+            var configuration = STUNClientConfiguration(retransmissionTimeout: .seconds(10), maximumRequests: 2, finalWaitMultiplier: 2)
             configuration.maximumOutstandingTransactions = 1
-            try await withClient(configuration: configuration) { client in
-                async let first: Void = { _ = try? await client.binding(to: silent.address) }()
-                // Wait until the first has started rather than for a fixed time.
-                for _ in 0..<200 where try await client.statistics().started == 0 { try await Task.sleep(for: .milliseconds(5)) }
-                await #expect(throws: DiscoveryError(.stunTooManyTransactions, "")) { try await client.binding(to: silent.address) }
-                await first
-            }
+            let client = try await STUNClient.bind(to: Self.loopback, configuration: configuration)
+            let first = Task { _ = try? await client.binding(to: silent.address) }
+            // Wait until the first has started rather than for a fixed time.
+            for _ in 0..<2000 where try await client.statistics().started == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            await #expect(throws: DiscoveryError(.stunTooManyTransactions, "")) { try await client.binding(to: silent.address) }
+            try await client.close()
+            await first.value
         }
     }
 
