@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "PunchTransport", targets: ["PunchTransport"]),
         .library(name: "PunchDiscovery", targets: ["PunchDiscovery"]),
         .library(name: "PunchRelay", targets: ["PunchRelay"]),
+        .library(name: "PunchHolePunch", targets: ["PunchHolePunch"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -90,10 +91,21 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // DCUtR: direct connection upgrade through a relay, by TCP simultaneous open.
+        .target(
+            name: "PunchHolePunch",
+            dependencies: [
+                "PunchWire",
+                "PunchCrypto",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay", "PunchHolePunch"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.

@@ -36,6 +36,9 @@ struct DialCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How many pings to send.", valueName: "n"))
     var pings: Int = 3
 
+    @Option(name: .long, help: ArgumentHelp("Through a relay: how long to wait for the upgrade to a direct connection (0: do not wait).", valueName: "s"))
+    var upgradeTimeout: Double = 20
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
@@ -55,6 +58,15 @@ struct DialCommand: AsyncParsableCommand {
             let node = PunchHost(configuration: configuration)
             host = node
             for text in listen { try await node.listen(Multiaddr(text)) }
+            // Through a relay, the listener starts a hole punch (DCUtR) at once: serve it, from a
+            // listening port (an ephemeral one when none was given) so the punch has a port to use.
+            let (upgrades, upgradeContinuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self, bufferingPolicy: .bufferingNewest(4))
+            if target.isCircuit {
+                if listen.isEmpty { try await node.listen(Multiaddr("/ip4/0.0.0.0/tcp/0")) }
+                HolePuncher.serve(on: node, localAddresses: { _ in await ObservedAddresses.of(node) }) { _, result in
+                    upgradeContinuation.yield(result)
+                }
+            }
 
             let clock = ContinuousClock()
             let started = clock.now
@@ -67,11 +79,14 @@ struct DialCommand: AsyncParsableCommand {
                 }
                 let targetPeer = try PeerID(multihash: targetHash)
                 let relayConnection = try await node.dial(relayAddress)
+                // The relay's identify tells us our public address, which DCUtR offers.
+                _ = try? await relayConnection.identify()
                 connection = try await RelayClient.connect(to: targetPeer, via: relayConnection, host: node)
             } else {
                 connection = try await node.dial(target)
             }
             let connectTime = clock.now - started
+            let connectedAt = clock.now
             report(
                 ["event": "connected", "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue,
                  "remote_addr": "\(connection.remoteAddress.map { "\($0)" } ?? "")",
@@ -93,30 +108,79 @@ struct DialCommand: AsyncParsableCommand {
                  "observed_addr": observed, "listen_addrs": info.listenAddresses.map { "\($0)" }, "protocols": info.protocols],
                 "identify: \(info.agentVersion ?? "unknown agent"); it sees us as \(observed.isEmpty ? "?" : observed)")
 
+            var active = connection
+            var relayedToDirect: Double?
+            if connection.path == .relayed, upgradeTimeout > 0 {
+                step = "upgrade"
+                let outcome = await Self.first(of: upgrades, within: upgradeTimeout)
+                switch outcome {
+                case .success(let punched)?:
+                    active = punched.connection
+                    let elapsed = (clock.now - connectedAt).milliseconds
+                    relayedToDirect = elapsed
+                    report(
+                        ["event": "upgraded", "path": punched.connection.path.rawValue, "attempt": punched.attempt,
+                         "remote_addr": punched.connection.remoteAddress.map { "\($0)" } ?? "",
+                         "local_addr": punched.connection.localAddress.map { "\($0)" } ?? "", "relayed_to_direct_ms": elapsed],
+                        "upgraded to a direct connection with \(punched.connection.remoteAddress.map { "\($0)" } ?? "?") on attempt \(punched.attempt), "
+                            + "\(String(format: "%.0f", elapsed)) ms after the relayed one")
+                    // New streams go direct; the relayed connection has done its job.
+                    await connection.close()
+                case .failure(let error)?:
+                    let coded = error as? CodedError
+                    report(
+                        ["event": "upgrade_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                        "no direct connection: \(coded?.message ?? "\(error)"); staying relayed")
+                case nil:
+                    report(
+                        ["event": "upgrade_failed", "code": "dcutr.timeout", "message": "no upgrade within \(upgradeTimeout) s"],
+                        "no direct connection within \(upgradeTimeout) s; staying relayed")
+                }
+            }
+
             step = "echo"
             var echo: Echo.Result?
             if bytes > 0 {
-                let result = try await connection.echo(bytes: bytes)
+                let result = try await active.echo(bytes: bytes)
                 echo = result
                 let mib = result.bytesPerSecond / 1_048_576
                 report(
-                    ["event": "echo", "bytes": result.bytes, "echo_seconds": result.duration.seconds,
+                    ["event": "echo", "bytes": result.bytes, "echo_seconds": result.duration.seconds, "path": active.path.rawValue,
                      "throughput_mib_s": (mib * 100).rounded() / 100],
                     "echo: \(result.bytes) bytes verified in \(format(result.duration)) (\(String(format: "%.1f", mib)) MiB/s each way)")
             }
 
             let minimum = rtts.min() ?? .zero
             report(
-                ["event": "result", "ok": true, "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue, "rtt_ms": minimum.milliseconds,
+                ["event": "result", "ok": true, "peer_id": "\(connection.remotePeerID)", "path": active.path.rawValue, "rtt_ms": minimum.milliseconds,
+                 "relayed_to_direct_ms": relayedToDirect ?? 0,
                  "observed_addr": observed, "bytes": echo?.bytes ?? 0, "echo_seconds": echo?.duration.seconds ?? 0,
                  "throughput_mib_s": ((echo?.bytesPerSecond ?? 0) / 1_048_576 * 100).rounded() / 100],
                 "ok: round trip \(format(minimum)), observed address \(observed.isEmpty ? "?" : observed)")
+            await active.close()
             await connection.close()
             await node.close()
         } catch {
             await host?.close()
             if json { JSONLine.print(["event": "result", "ok": false, "step": step]) }
             throw CommandFailure.report(error, json: json)
+        }
+    }
+
+    /// The first element of `stream`, or `nil` after `seconds`.
+    private static func first<T: Sendable>(of stream: AsyncStream<T>, within seconds: Double) async -> T? {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask {
+                var iterator = stream.makeAsyncIterator()
+                return await iterator.next()
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(seconds))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
     }
 

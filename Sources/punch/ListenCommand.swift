@@ -52,6 +52,11 @@ struct ListenCommand: AsyncParsableCommand {
             }
             let relays = try relay.map { try Multiaddr($0) }
             if !relays.isEmpty { RelayClient.acceptCircuits(on: host) }
+            // DCUtR both ways: answer peers that start it, and start it on every circuit that
+            // reaches us (the spec's "B" is the side that accepted the relayed connection).
+            HolePuncher.serve(on: host, localAddresses: { _ in await ObservedAddresses.of(host) }) { relayed, result in
+                output.upgrade(relayed, result)
+            }
             var addresses: [Multiaddr] = []
             for text in listen {
                 addresses += try await host.listen(Multiaddr(text))
@@ -60,6 +65,19 @@ struct ListenCommand: AsyncParsableCommand {
             let events = Task {
                 for await event in host.events {
                     output.print(event)
+                    if case .connected(let connection) = event, connection.path == .relayed, connection.direction == .inbound {
+                        Task {
+                            let since = ContinuousClock.now
+                            let result: Result<HolePunchOutcome, any Error>
+                            do {
+                                result = .success(
+                                    try await HolePuncher.initiate(over: connection, host: host, localAddresses: await ObservedAddresses.of(host)))
+                            } catch {
+                                result = .failure(error)
+                            }
+                            output.upgrade(connection, result, since: since)
+                        }
+                    }
                 }
             }
             let keepers = relays.map { address in

@@ -12,7 +12,7 @@ struct PunchCommand: AsyncParsableCommand {
             """,
         version: PunchVersion.current,
         subcommands: [
-            IdentityCommand.self, ListenCommand.self, DialCommand.self, RelayCommand.self, NetcheckCommand.self, STUNCommand.self,
+            IdentityCommand.self, ListenCommand.self, DialCommand.self, RelayCommand.self, DemoCommand.self, NetcheckCommand.self, STUNCommand.self,
             LabCommand.self,
         ]
     )

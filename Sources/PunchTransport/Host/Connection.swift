@@ -20,6 +20,9 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     public let channel: Channel
     /// Whether the bytes go straight to the peer or through a relay's circuit.
     public let path: ConnectionPath
+    /// Whether this side ran the Noise handshake as initiator (and yamux as client): the dialer,
+    /// except in a hole punch, where DCUtR decides.
+    public let isSecurityInitiator: Bool
 
     private struct State {
         var remotePeerID: PeerID?
@@ -33,9 +36,10 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     /// How streams are negotiated and handed to handlers; set by the ``PunchHost``.
     let streamRouter: StreamRouter
 
-    init(channel: Channel, direction: ConnectionDirection, router: StreamRouter) {
+    init(channel: Channel, direction: ConnectionDirection, router: StreamRouter, securityInitiator: Bool? = nil) {
         self.channel = channel
         self.direction = direction
+        self.isSecurityInitiator = securityInitiator ?? (direction == .outbound)
         self.path = .direct
         self.localAddress = channel.localAddress.flatMap(Multiaddr.init(tcp:))
         self.remoteAddress = channel.remoteAddress.flatMap(Multiaddr.init(tcp:))
@@ -47,6 +51,7 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     init(circuit channel: Channel, direction: ConnectionDirection, remoteAddress: Multiaddr?, router: StreamRouter) {
         self.channel = channel
         self.direction = direction
+        self.isSecurityInitiator = direction == .outbound
         self.path = .relayed
         self.localAddress = nil
         self.remoteAddress = remoteAddress

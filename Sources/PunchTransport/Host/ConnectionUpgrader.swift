@@ -26,7 +26,8 @@ enum ConnectionUpgrader {
     ) -> EventLoopFuture<Void> {
         let eventLoop = channel.eventLoop
         let done = eventLoop.makePromise(of: Void.self)
-        let dialer = connection.direction == .outbound
+        // The dialer, except in a hole punch (both dial; DCUtR assigns the roles).
+        let dialer = connection.isSecurityInitiator
         let timeout = eventLoop.scheduleTask(in: configuration.upgradeTimeout) {
             done.fail(TransportError(.hostUpgradeFailed, "the connection upgrade took longer than \(configuration.upgradeTimeout)"))
             channel.close(promise: nil)

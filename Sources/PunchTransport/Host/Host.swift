@@ -265,6 +265,26 @@ public final class PunchHost: Sendable {
     ///   `.hostConnectionLimit`, `.noisePeerIDMismatch`, `.hostUpgradeFailed`, `.hostClosed`, and
     ///   the negotiation, Noise and yamux errors of the upgrade.
     public func dial(_ address: Multiaddr) async throws -> Connection {
+        try await dial(address, holePunch: nil)
+    }
+
+    /// Dials for a hole punch (DCUtR over TCP): as ``dial(_:)``, but always from the listening
+    /// port (no ephemeral fallback: a punch from another port cannot work), within `timeout`,
+    /// and with the Noise and yamux roles given. In a TCP simultaneous open both peers dial, so
+    /// the side that started the DCUtR exchange is the initiator (as in go-libp2p).
+    ///
+    /// - Throws: as ``dial(_:)``; `.hostDialFailed` also when the host has no listener of the
+    ///   address's family.
+    public func dial(_ address: Multiaddr, noiseInitiator: Bool, timeout: TimeAmount) async throws -> Connection {
+        try await dial(address, holePunch: HolePunchDial(noiseInitiator: noiseInitiator, timeout: timeout))
+    }
+
+    private struct HolePunchDial {
+        let noiseInitiator: Bool
+        let timeout: TimeAmount
+    }
+
+    private func dial(_ address: Multiaddr, holePunch: HolePunchDial?) async throws -> Connection {
         guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp else {
             throw TransportError(.hostUnsupportedAddress, "can only dial /ip4|ip6|dns/…/tcp/P[/p2p/PEER] here, not \(address)")
         }
@@ -294,14 +314,15 @@ public final class PunchHost: Sendable {
 
         let channel: Channel
         do {
-            channel = try await connect(transport)
+            channel = try await connect(transport, holePunch: holePunch)
         } catch {
             state.withLockedValue { $0.pendingUpgrades -= 1 }
             let dialError = TransportError(.hostDialFailed, "cannot connect to \(address): \(error)")
             eventContinuation.yield(.connectionFailed(direction: .outbound, remote: address, error: dialError))
             throw dialError
         }
-        let connection = Connection(channel: channel, direction: .outbound, router: router)
+        let connection = Connection(
+            channel: channel, direction: .outbound, router: router, securityInitiator: holePunch?.noiseInitiator ?? true)
         let upgraded = channel.eventLoop.flatSubmit { [self, expectedPeer] in
             // ConnectionUpgrader turns reading on once its first handler is installed.
             self.startUpgrade(connection, expectedPeer: expectedPeer)
@@ -371,12 +392,15 @@ public final class PunchHost: Sendable {
     }
 
     /// Connects TCP, leaving from the port of a listener of the same family when configured to.
-    private func connect(_ transport: Multiaddr.Transport) async throws -> Channel {
+    private func connect(_ transport: Multiaddr.Transport, holePunch: HolePunchDial?) async throws -> Channel {
         let target: SocketAddress
         switch transport.host {
         case .ip(let ip):
             target = try IPEndpoint(address: ip, port: transport.port).socketAddress()
         case .dns(let name), .dns4(let name), .dns6(let name):
+            guard holePunch == nil else {
+                throw TransportError(.hostUnsupportedAddress, "a hole punch dials IP addresses, not \(name)")
+            }
             // NIO resolves the name and races the addresses (happy eyeballs); the family is not
             // known in advance, so this dial leaves from an ephemeral port.
             return try await bootstrap(bindingTo: nil).connect(host: name, port: Int(transport.port)).get()
@@ -385,6 +409,13 @@ public final class PunchHost: Sendable {
         if case .v4 = target { isIPv4 = true } else { isIPv4 = false }
         let localPort = state.withLockedValue { state in
             state.listeners.first { $0.bound.address.isIPv4 == isIPv4 }?.bound.port
+        }
+        if let holePunch {
+            guard let localPort else {
+                throw TransportError(.hostDialFailed, "a hole punch leaves from a listening port, and the host listens on no IPv\(isIPv4 ? 4 : 6) port")
+            }
+            let wildcard = try SocketAddress(ipAddress: isIPv4 ? "0.0.0.0" : "::", port: Int(localPort))
+            return try await bootstrap(bindingTo: wildcard, timeout: holePunch.timeout).connect(to: target).get()
         }
         if configuration.bindDialsToListenPort, let localPort {
             let wildcard = try SocketAddress(ipAddress: isIPv4 ? "0.0.0.0" : "::", port: Int(localPort))
@@ -401,9 +432,9 @@ public final class PunchHost: Sendable {
         return try await bootstrap(bindingTo: nil).connect(to: target).get()
     }
 
-    private func bootstrap(bindingTo local: SocketAddress?) -> ClientBootstrap {
+    private func bootstrap(bindingTo local: SocketAddress?, timeout: TimeAmount? = nil) -> ClientBootstrap {
         var bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(configuration.dialTimeout)
+            .connectTimeout(timeout ?? configuration.dialTimeout)
             // Nothing is read until the upgrade's first handler is in place: a listener may send
             // its multistream header the moment it accepts, and those bytes must not reach an
             // empty pipeline. ConnectionUpgrader turns reading on.

@@ -1,0 +1,256 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import PunchCrypto
+import PunchTransport
+import PunchWire
+
+/// What a successful upgrade produced.
+public struct HolePunchOutcome: Sendable {
+    /// The direct connection (TCP simultaneous open, Noise and yamux on it).
+    public let connection: Connection
+    /// The attempt that succeeded, from 1.
+    public let attempt: Int
+    /// The relayed round trip measured in that attempt (CONNECT to CONNECT), for the initiator.
+    public let roundTrip: Duration?
+    /// From the start of the exchange to the direct connection.
+    public let elapsed: Duration
+    /// The peer's addresses that were dialed.
+    public let dialed: [Multiaddr]
+}
+
+/// Direct Connection Upgrade through Relay (libp2p/specs relay/DCUtR.md) over TCP: two peers on a
+/// relayed connection swap their public addresses and dial each other at the same moment, so
+/// their NATs see outgoing SYNs both ways and let a TCP simultaneous open through.
+///
+/// The peer that accepted the relayed connection ("B" in the spec) calls ``initiate(over:host:localAddresses:configuration:)``;
+/// the other serves the protocol with ``serve(on:configuration:localAddresses:onOutcome:)``. The
+/// initiator is the Noise initiator of the direct connection, as in go-libp2p: in a simultaneous
+/// open both sides dial, so the roles come from DCUtR, not from the socket.
+public enum HolePuncher {
+    /// Runs the exchange as its initiator, up to ``HolePunchConfiguration/attempts`` times.
+    ///
+    /// - Parameters:
+    ///   - relayed: the relayed connection to the peer.
+    ///   - localAddresses: our public addresses as others observe them (identify's observed
+    ///     address from a relay, STUN); filtered before they are sent.
+    /// - Throws: ``HolePunchError`` `.failed` after the last attempt, `.noAddresses`, and the
+    ///   exchange's errors.
+    public static func initiate(
+        over relayed: Connection, host: PunchHost, localAddresses: [Multiaddr],
+        configuration: HolePunchConfiguration = HolePunchConfiguration()
+    ) async throws -> HolePunchOutcome {
+        guard relayed.path == .relayed else { throw HolePunchError(.notRelayed, "DCUtR runs over a relayed connection") }
+        let ours = HolePunchAddressFilter.usable(localAddresses, allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+        guard !ours.isEmpty else {
+            throw HolePunchError(.noAddresses, "no public address of ours to offer (have: \(localAddresses.map { "\($0)" }))")
+        }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let stream = try await relayed.openStream(protocol: HolePunchProtocol.id)
+        return try await stream.channel.executeThenClose { inbound, outbound in
+            var reader = MessageReader(inbound.makeAsyncIterator(), channel: stream.channel.channel, configuration: configuration)
+            var lastError: (any Error)?
+            for attempt in 1...configuration.attempts {
+                // Steps 2-4 of the spec: CONNECT, CONNECT back (RTT), SYNC.
+                let sent = clock.now
+                try await outbound.write(try message(.connect, ours))
+                let answer = try await reader.next()
+                guard answer.type == .connect else {
+                    throw HolePunchError(.malformedMessage, "expected CONNECT, got \(answer.type)")
+                }
+                let roundTrip = clock.now - sent
+                let theirs = HolePunchAddressFilter.usable(
+                    answer.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
+                    allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                try await outbound.write(try message(.sync, []))
+                guard !theirs.isEmpty else {
+                    throw HolePunchError(.noAddresses, "the peer offered no usable public address")
+                }
+                // Step 5: dial after half the round trip, so both SYNs leave at about the same time.
+                try await Task.sleep(for: roundTrip / 2)
+                do {
+                    let connection = try await dialAny(theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: true, configuration: configuration)
+                    return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: roundTrip, elapsed: clock.now - started, dialed: theirs)
+                } catch {
+                    lastError = error
+                }
+            }
+            throw HolePunchError(
+                .failed, "no direct connection after \(configuration.attempts) attempts: \(lastError.map { "\($0)" } ?? "no dial")")
+        }
+    }
+
+    /// Serves DCUtR: answers CONNECT with our addresses and dials the peer's as soon as SYNC
+    /// arrives. Only over relayed connections; at most ``HolePunchConfiguration/attempts``
+    /// exchanges per stream and ``HolePunchConfiguration/maximumConcurrentExchanges`` at once.
+    ///
+    /// - Parameters:
+    ///   - localAddresses: our public addresses, asked for each exchange.
+    ///   - onOutcome: told of each exchange's end, with the relayed connection it ran on.
+    public static func serve(
+        on host: PunchHost, configuration: HolePunchConfiguration = HolePunchConfiguration(),
+        localAddresses: @escaping @Sendable (Connection) async -> [Multiaddr],
+        onOutcome: @escaping @Sendable (Connection, Result<HolePunchOutcome, any Error>) -> Void = { _, _ in }
+    ) {
+        let active = NIOLockedValueBox(0)
+        host.setStreamHandler(for: HolePunchProtocol.id) { stream in
+            let relayed = stream.connection
+            guard relayed.path == .relayed else {
+                onOutcome(relayed, .failure(HolePunchError(.notRelayed, "a DCUtR stream on a direct connection was refused")))
+                return
+            }
+            let admitted = active.withLockedValue { count -> Bool in
+                guard count < configuration.maximumConcurrentExchanges else { return false }
+                count += 1
+                return true
+            }
+            guard admitted else {
+                onOutcome(relayed, .failure(HolePunchError(.busy, "too many DCUtR exchanges at once")))
+                return
+            }
+            defer { active.withLockedValue { $0 -= 1 } }
+            let result: Result<HolePunchOutcome, any Error>
+            do {
+                result = .success(try await respond(on: stream, host: host, configuration: configuration, localAddresses: localAddresses))
+            } catch {
+                result = .failure(error)
+            }
+            onOutcome(relayed, result)
+        }
+    }
+
+    private static func respond(
+        on stream: HostStream, host: PunchHost, configuration: HolePunchConfiguration,
+        localAddresses: @escaping @Sendable (Connection) async -> [Multiaddr]
+    ) async throws -> HolePunchOutcome {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let relayed = stream.connection
+        return try await stream.channel.executeThenClose { inbound, outbound in
+            var reader = MessageReader(inbound.makeAsyncIterator(), channel: stream.channel.channel, configuration: configuration)
+            var lastError: (any Error)?
+            // The initiator retries on the same stream; more CONNECTs than it may send are refused.
+            for attempt in 1...configuration.attempts {
+                let connect: PBHolePunch
+                do {
+                    connect = try await reader.next()
+                } catch let error as HolePunchError where error.code == .streamClosed && attempt > 1 {
+                    break
+                }
+                guard connect.type == .connect else {
+                    throw HolePunchError(.malformedMessage, "expected CONNECT, got \(connect.type)")
+                }
+                let theirs = HolePunchAddressFilter.usable(
+                    connect.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
+                    allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                let ours = HolePunchAddressFilter.usable(
+                    await localAddresses(relayed), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                try await outbound.write(try message(.connect, ours))
+                let sync = try await reader.next()
+                guard sync.type == .sync else {
+                    throw HolePunchError(.malformedMessage, "expected SYNC, got \(sync.type)")
+                }
+                guard !theirs.isEmpty else {
+                    lastError = HolePunchError(.noAddresses, "the peer offered no usable public address")
+                    continue
+                }
+                // Step 5: dial at once on SYNC.
+                do {
+                    let connection = try await dialAny(theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: false, configuration: configuration)
+                    return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: nil, elapsed: clock.now - started, dialed: theirs)
+                } catch {
+                    lastError = error
+                }
+            }
+            throw HolePunchError(.failed, "no direct connection: \(lastError.map { "\($0)" } ?? "the initiator stopped")")
+        }
+    }
+
+    /// Dials every address at once; the first to finish its upgrade wins, the others are closed.
+    static func dialAny(
+        _ addresses: [Multiaddr], peer: PeerID, host: PunchHost, noiseInitiator: Bool, configuration: HolePunchConfiguration
+    ) async throws -> Connection {
+        try await withThrowingTaskGroup(of: Connection?.self) { group in
+            for address in addresses {
+                group.addTask {
+                    try await host.dial(
+                        address.appendingPeerID(peer.multihash), noiseInitiator: noiseInitiator, timeout: configuration.dialTimeout)
+                }
+            }
+            var lastError: (any Error)?
+            var winner: Connection?
+            while let result = await group.nextResult() {
+                switch result {
+                case .success(let connection?):
+                    if winner == nil { winner = connection } else { await connection.close() }
+                case .success(nil):
+                    break
+                case .failure(let error):
+                    lastError = error
+                }
+                if winner != nil { group.cancelAll() }
+            }
+            if let winner { return winner }
+            throw lastError ?? HolePunchError(.failed, "nothing to dial")
+        }
+    }
+
+    static func message(_ type: PBHolePunch.TypeEnum, _ addresses: [Multiaddr]) throws -> ByteBuffer {
+        var message = PBHolePunch()
+        message.type = type
+        message.obsAddrs = addresses.map { Data($0.bytes) }
+        var buffer = ByteBuffer()
+        try ProtobufFraming.writeDelimited(message, into: &buffer)
+        return buffer
+    }
+
+    /// Reads varint-delimited DCUtR messages from a stream, each within the size and time limits:
+    /// a message that does not arrive within ``HolePunchConfiguration/exchangeTimeout`` closes the
+    /// stream.
+    struct MessageReader {
+        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        var buffer = ByteBuffer()
+        let configuration: HolePunchConfiguration
+        let channel: Channel
+        let timedOut = NIOLockedValueBox(false)
+
+        init(_ iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, channel: Channel, configuration: HolePunchConfiguration) {
+            self.iterator = iterator
+            self.channel = channel
+            self.configuration = configuration
+        }
+
+        mutating func next() async throws -> PBHolePunch {
+            let timedOut = self.timedOut
+            let channel = self.channel
+            let watchdog = channel.eventLoop.scheduleTask(in: configuration.exchangeTimeout) {
+                timedOut.withLockedValue { $0 = true }
+                channel.close(promise: nil)
+            }
+            defer { watchdog.cancel() }
+            while true {
+                do {
+                    if let message = try ProtobufFraming.readDelimited(PBHolePunch.self, from: &buffer, maximumLength: configuration.maximumMessageLength) {
+                        return message
+                    }
+                } catch {
+                    throw HolePunchError(.malformedMessage, "a DCUtR message is malformed or over \(configuration.maximumMessageLength) bytes: \(error)")
+                }
+                let chunk: ByteBuffer?
+                do {
+                    chunk = try await iterator.next()
+                } catch {
+                    chunk = nil
+                }
+                guard var bytes = chunk else {
+                    if timedOut.withLockedValue({ $0 }) {
+                        throw HolePunchError(.timeout, "no DCUtR message arrived within \(configuration.exchangeTimeout)")
+                    }
+                    throw HolePunchError(.streamClosed, "the DCUtR stream ended")
+                }
+                buffer.writeBuffer(&bytes)
+            }
+        }
+    }
+}
