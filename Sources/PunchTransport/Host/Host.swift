@@ -55,6 +55,10 @@ public final class PunchHost: Sendable {
         var connections: [ObjectIdentifier: Connection] = [:]
         var pendingUpgrades = 0
         var closed = false
+        /// Hole punches in progress, by the peer's address: a SYN of the peer that reaches our
+        /// listener before our own connect() (through a full-cone NAT, or without NAT) is the
+        /// punched connection, with the punch's Noise role. Bounded by maximumPendingUpgrades.
+        var punches: [IPEndpoint: PunchExpectation] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -203,10 +207,19 @@ public final class PunchHost: Sendable {
                 .connectionFailed(direction: .inbound, remote: channel.remoteAddress.flatMap(Multiaddr.init(tcp:)), error: error))
             return channel.eventLoop.makeFailedFuture(error)
         }
-        let connection = Connection(channel: channel, direction: .inbound, router: router)
-        let upgraded = startUpgrade(connection, expectedPeer: nil)
+        let punch = channel.remoteAddress.flatMap(IPEndpoint.init).flatMap { endpoint in
+            state.withLockedValue { $0.punches.removeValue(forKey: endpoint) }
+        }
+        let connection = Connection(channel: channel, direction: .inbound, router: router, securityInitiator: punch?.noiseInitiator)
+        let upgraded = startUpgrade(connection, expectedPeer: punch?.peer)
         upgraded.whenComplete { [self] result in
             self.finishUpgrade(connection, result: result)
+            guard let punch else { return }
+            if case .success = result, self.state.withLockedValue({ $0.connections.keys.contains(ObjectIdentifier(connection)) }) {
+                punch.accepted.succeed(connection)
+            } else {
+                punch.accepted.fail(TransportError(.hostDialFailed, "the punched inbound connection failed its upgrade"))
+            }
         }
         return channel.eventLoop.makeSucceededVoidFuture()
     }
@@ -284,6 +297,13 @@ public final class PunchHost: Sendable {
         let timeout: TimeAmount
     }
 
+    private struct PunchExpectation {
+        let noiseInitiator: Bool
+        let peer: PeerID?
+        /// Completed with the accepted connection once its upgrade is done.
+        let accepted: EventLoopPromise<Connection>
+    }
+
     private func dial(_ address: Multiaddr, holePunch: HolePunchDial?) async throws -> Connection {
         guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp else {
             throw TransportError(.hostUnsupportedAddress, "can only dial /ip4|ip6|dns/…/tcp/P[/p2p/PEER] here, not \(address)")
@@ -312,11 +332,43 @@ public final class PunchHost: Sendable {
             throw TransportError(.hostConnectionLimit, "the host is at its connection limit (\(configuration.maximumConnections))")
         }
 
+        // For a punch, an inbound connection from the peer's address counts as this dial.
+        var punchEndpoint: IPEndpoint?
+        var acceptedPunch: EventLoopFuture<Connection>?
+        if let holePunch, case .ip(let ip) = transport.host {
+            let endpoint = IPEndpoint(address: ip, port: transport.port)
+            let promise = group.any().makePromise(of: Connection.self)
+            let registered = state.withLockedValue { state -> Bool in
+                guard state.punches[endpoint] == nil, state.punches.count < configuration.maximumPendingUpgrades else { return false }
+                state.punches[endpoint] = PunchExpectation(noiseInitiator: holePunch.noiseInitiator, peer: expectedPeer, accepted: promise)
+                return true
+            }
+            if registered {
+                punchEndpoint = endpoint
+                acceptedPunch = promise.futureResult
+                // Nobody waits for it beyond the punch's time.
+                let timeout = promise.futureResult.eventLoop.scheduleTask(in: holePunch.timeout) {
+                    promise.fail(TransportError(.hostDialFailed, "no connection from \(endpoint) within \(holePunch.timeout)"))
+                }
+                promise.futureResult.whenComplete { _ in timeout.cancel() }
+            } else {
+                promise.fail(TransportError(.hostDialFailed, "a punch to \(endpoint) is already in progress"))
+            }
+        }
+        defer {
+            if let punchEndpoint { state.withLockedValue { _ = $0.punches.removeValue(forKey: punchEndpoint) } }
+        }
+
         let channel: Channel
         do {
             channel = try await connect(transport, holePunch: holePunch)
         } catch {
             state.withLockedValue { $0.pendingUpgrades -= 1 }
+            // The peer's SYN reached our listener first: our connect() found the 4-tuple taken (or
+            // timed out), and the accepted connection is the punch.
+            if let acceptedPunch, let connection = try? await acceptedPunch.get() {
+                return connection
+            }
             let dialError = TransportError(.hostDialFailed, "cannot connect to \(address): \(error)")
             eventContinuation.yield(.connectionFailed(direction: .outbound, remote: address, error: dialError))
             throw dialError
