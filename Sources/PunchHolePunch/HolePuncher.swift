@@ -63,10 +63,12 @@ public enum HolePuncher {
                 let theirs = HolePunchAddressFilter.usable(
                     answer.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
                     allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
-                try await outbound.write(try message(.sync, []))
                 guard !theirs.isEmpty else {
                     throw HolePunchError(.noAddresses, "the peer offered no usable public address")
                 }
+                // The peer dials the moment SYNC arrives: its SYN may reach our listener first.
+                host.expectHolePunch(from: theirs, peer: relayed.remotePeerID, noiseInitiator: true, for: configuration.dialTimeout + .seconds(1))
+                try await outbound.write(try message(.sync, []))
                 // Step 5: dial after half the round trip, so both SYNs leave at about the same time.
                 try await Task.sleep(for: roundTrip / 2)
                 do {
@@ -146,6 +148,10 @@ public enum HolePuncher {
                     allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
                 let ours = HolePunchAddressFilter.usable(
                     await localAddresses(relayed), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                // Our SYN leaves at SYNC, the initiator's half a round trip later; but be ready early.
+                if !theirs.isEmpty {
+                    host.expectHolePunch(from: theirs, peer: relayed.remotePeerID, noiseInitiator: false, for: configuration.dialTimeout + configuration.exchangeTimeout)
+                }
                 try await outbound.write(try message(.connect, ours))
                 let sync = try await reader.next()
                 guard sync.type == .sync else {

@@ -333,30 +333,11 @@ public final class PunchHost: Sendable {
         }
 
         // For a punch, an inbound connection from the peer's address counts as this dial.
-        var punchEndpoint: IPEndpoint?
         var acceptedPunch: EventLoopFuture<Connection>?
         if let holePunch, case .ip(let ip) = transport.host {
-            let endpoint = IPEndpoint(address: ip, port: transport.port)
-            let promise = group.any().makePromise(of: Connection.self)
-            let registered = state.withLockedValue { state -> Bool in
-                guard state.punches[endpoint] == nil, state.punches.count < configuration.maximumPendingUpgrades else { return false }
-                state.punches[endpoint] = PunchExpectation(noiseInitiator: holePunch.noiseInitiator, peer: expectedPeer, accepted: promise)
-                return true
-            }
-            if registered {
-                punchEndpoint = endpoint
-                acceptedPunch = promise.futureResult
-                // Nobody waits for it beyond the punch's time.
-                let timeout = promise.futureResult.eventLoop.scheduleTask(in: holePunch.timeout) {
-                    promise.fail(TransportError(.hostDialFailed, "no connection from \(endpoint) within \(holePunch.timeout)"))
-                }
-                promise.futureResult.whenComplete { _ in timeout.cancel() }
-            } else {
-                promise.fail(TransportError(.hostDialFailed, "a punch to \(endpoint) is already in progress"))
-            }
-        }
-        defer {
-            if let punchEndpoint { state.withLockedValue { _ = $0.punches.removeValue(forKey: punchEndpoint) } }
+            acceptedPunch = expectPunch(
+                from: IPEndpoint(address: ip, port: transport.port), peer: expectedPeer,
+                noiseInitiator: holePunch.noiseInitiator, for: holePunch.timeout)
         }
 
         let channel: Channel
@@ -392,6 +373,41 @@ public final class PunchHost: Sendable {
             throw connection.closeError ?? TransportError(.connectionClosed, "the connection closed right after the upgrade")
         }
         return connection
+    }
+
+    /// Announces a hole punch before it starts: for `duration`, a connection that arrives from one
+    /// of `addresses` (the peer's SYN reached our listener before our own dial, as through a
+    /// full-cone NAT) is upgraded with the punch's Noise role and counts as the punch's dial.
+    /// DCUtR calls this before the SYNC that makes the peer dial.
+    public func expectHolePunch(from addresses: [Multiaddr], peer: PeerID, noiseInitiator: Bool, for duration: TimeAmount) {
+        for address in addresses {
+            guard let transport = address.transport, transport.kind == .tcp, case .ip(let ip) = transport.host else { continue }
+            _ = expectPunch(from: IPEndpoint(address: ip, port: transport.port), peer: peer, noiseInitiator: noiseInitiator, for: duration)
+        }
+    }
+
+    /// Registers (or finds) the expectation for `endpoint`; returns the future of the connection
+    /// accepted from it. The entry goes away when used or after `duration`.
+    private func expectPunch(from endpoint: IPEndpoint, peer: PeerID?, noiseInitiator: Bool, for duration: TimeAmount) -> EventLoopFuture<Connection> {
+        let promise = group.any().makePromise(of: Connection.self)
+        let existing = state.withLockedValue { state -> EventLoopFuture<Connection>? in
+            if let existing = state.punches[endpoint], existing.noiseInitiator == noiseInitiator { return existing.accepted.futureResult }
+            guard state.punches.count < configuration.maximumPendingUpgrades else { return nil }
+            state.punches[endpoint] = PunchExpectation(noiseInitiator: noiseInitiator, peer: peer, accepted: promise)
+            return nil
+        }
+        if let existing {
+            promise.fail(TransportError(.hostDialFailed, "superseded"))
+            return existing
+        }
+        let expiry = promise.futureResult.eventLoop.scheduleTask(in: duration) { [self] in
+            self.state.withLockedValue { state in
+                if state.punches[endpoint]?.accepted.futureResult === promise.futureResult { state.punches[endpoint] = nil }
+            }
+            promise.fail(TransportError(.hostDialFailed, "no connection from \(endpoint) within \(duration)"))
+        }
+        promise.futureResult.whenComplete { _ in expiry.cancel() }
+        return promise.futureResult
     }
 
     /// Upgrades a relay circuit (a stream channel on the connection to the relay, after the relay

@@ -1,0 +1,37 @@
+import Foundation
+import PunchLab
+import Testing
+
+extension NATLabSelfTests {
+    /// `punch demo`, the main job, for all 25 ordered pairs of the five NAT personalities: a relay
+    /// in srv, a listener in h2 behind r2, a dialer in h1 behind r1. Every pair without a
+    /// symmetric side must end on a direct connection (DCUtR over TCP simultaneous open); every
+    /// pair with one must end relayed (the demo lifts the relay's limits then), with the data
+    /// verified both ways in every case.
+    @Suite struct DemoMatrix {
+        @Test func everyPairEndsDirectUnlessASymmetricNATForbidsIt() throws {
+            let punch = try ExternalProgram.punch()
+            var failures: [String] = []
+            for r1 in NATMode.allCases {
+                for r2 in NATMode.allCases {
+                    let output = try ExternalProgram.run(
+                        punch, ["demo", "--r1", r1.rawValue, "--r2", r2.rawValue, "--bytes", "256K", "--json"], timeout: 120)
+                    let lines = output.stdout.split(separator: "\n").compactMap { try? parseJSON(String($0)) }
+                    let verdict = lines.last { $0["event"] as? String == "verdict" }
+                    let direct = lines.contains { $0["event"] as? String == "step" && $0["step"] as? String == "direct" }
+                    let verified = lines.contains { $0["event"] as? String == "step" && $0["step"] as? String == "verified" }
+                    let expectDirect = r1 != .symmetric && r2 != .symmetric
+                    let pair = "\(r1.rawValue) x \(r2.rawValue)"
+                    if verdict?["ok"] as? Bool != true || output.status != 0 {
+                        failures.append("\(pair): verdict \(verdict?["text"] as? String ?? "none"), status \(output.status)\n\(output.stdout)\(output.stderr)")
+                    } else if direct != expectDirect {
+                        failures.append("\(pair): ended \(direct ? "direct" : "relayed"), expected \(expectDirect ? "direct" : "relayed")\n\(output.stdout)")
+                    } else if !verified {
+                        failures.append("\(pair): no verified transfer\n\(output.stdout)")
+                    }
+                }
+            }
+            #expect(failures.isEmpty, "\(failures.count) of 25 pairs:\n\(failures.joined(separator: "\n\n"))")
+        }
+    }
+}
