@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "PunchWire", targets: ["PunchWire"]),
         .library(name: "PunchCrypto", targets: ["PunchCrypto"]),
         .library(name: "PunchTransport", targets: ["PunchTransport"]),
+        .library(name: "PunchPortMapping", targets: ["PunchPortMapping"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -56,10 +57,21 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Port mapping: NAT-PMP, PCP and UPnP-IGD clients, gateway discovery, and the PortMapper
+        // that keeps a mapping alive. Linux gateway discovery reads /proc/net/route.
+        .target(
+            name: "PunchPortMapping",
+            dependencies: [
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchPortMapping"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -78,6 +90,15 @@ let package = Package(
         .testTarget(
             name: "PunchWireTests",
             dependencies: [
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchPortMappingTests",
+            dependencies: [
+                "PunchPortMapping",
                 "PunchWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

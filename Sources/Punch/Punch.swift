@@ -1,3 +1,4 @@
 @_exported import PunchCrypto
+@_exported import PunchPortMapping
 @_exported import PunchTransport
 @_exported import PunchWire

@@ -11,6 +11,6 @@ struct PunchCommand: AsyncParsableCommand {
             (STUN, NAT-PMP, PCP, UPnP-IGD). Every command takes --json for one JSON object per line.
             """,
         version: PunchVersion.current,
-        subcommands: [IdentityCommand.self, ListenCommand.self, DialCommand.self, LabCommand.self]
+        subcommands: [IdentityCommand.self, ListenCommand.self, DialCommand.self, MapCommand.self, LabCommand.self]
     )
 }
