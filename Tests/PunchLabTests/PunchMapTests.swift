@@ -1,0 +1,108 @@
+import Foundation
+import PunchLab
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension NATLabSelfTests {
+    /// `punch map` in h1 against miniupnpd in r1: PCP, NAT-PMP and UPnP-IGD mappings carry
+    /// traffic from srv, are kept alive, survive a gateway restart, and are removed on SIGINT.
+    @Suite struct PunchMap {
+        /// Runs `punch map --json` in h1 and returns it once it printed its mapped line.
+        static func startMap(_ lab: NATLab, _ mappingProtocol: String, tcp: Bool, port: Int, lifetime: Int = 60) throws -> (LabProcess, ProbeResult) {
+            let punch = try ExternalProgram.punch()
+            let process = try lab.spawn(.h1, [
+                punch, "map", tcp ? "--tcp" : "--udp", "--port", "\(port)", "--protocol", mappingProtocol,
+                "--lifetime", "\(lifetime)", "--attempts", "4", "--json",
+            ])
+            let line = try process.waitForLine(containing: #""event""#, timeout: .seconds(30))
+            let event = try parseJSON(line)
+            guard event["event"] as? String == "mapped" else {
+                throw ProbeFailure("punch map \(mappingProtocol) printed \(line); stderr: \(process.errorOutput)")
+            }
+            return (process, event)
+        }
+
+        /// Whether a sender in srv reaches a listener in h1 through r1's external address.
+        static func reaches(_ lab: NATLab, external: String, port: Int, tcp: Bool) throws -> Bool {
+            let flag = tcp ? ["--tcp"] : []
+            let listener = try lab.spawnProbe(.h1, ["listen", "--port", "\(port)", "--timeout", "3"] + flag)
+            _ = try listener.waitForLine(containing: "listening", timeout: .seconds(10))
+            // A refused or unanswered send exits non-zero; what matters is what the listener heard.
+            _ = try lab.run(.srv, [LabScripts.python, LabScripts.probeClient, "send", "--to", external, "--count", "5", "--interval", "0.05", "--timeout", "1.5"] + flag)
+            let heard = try listener.result(timeout: .seconds(10))
+            return heard["received"] as? Bool == true
+        }
+
+        /// Sends SIGINT and collects the remaining JSON events until exit.
+        static func interrupt(_ process: LabProcess) throws -> (status: Int32, events: [ProbeResult]) {
+            kill(process.pid, SIGINT)
+            let status = try process.waitForExit(timeout: .seconds(30))
+            let events = process.outputLines.filter { $0.hasPrefix("{") }.compactMap { try? parseJSON($0) }
+            return (status, events)
+        }
+
+        @Test(arguments: ["pcp", "natpmp", "upnp"])
+        func mappingsCarryTrafficFromSrvAndAreRemovedOnSIGINT(_ mappingProtocol: String) throws {
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            try lab.startUPnP(router: .r1)
+            let base = ["pcp": 41000, "natpmp": 42000, "upnp": 43000][mappingProtocol]!
+            for (offset, tcp) in [(0, false), (1, true)] {
+                let port = base + offset
+                let (process, mapped) = try Self.startMap(lab, mappingProtocol, tcp: tcp, port: port)
+                #expect(mapped["protocol"] as? String == mappingProtocol)
+                let external = try #require(mapped["external"] as? String)
+                #expect(external == "\(LabRouter.r1.wanAddress):\(port)", "\(mapped)")
+                #expect(try Self.reaches(lab, external: external, port: port, tcp: tcp), "\(mappingProtocol) \(tcp ? "TCP" : "UDP") mapping carried nothing")
+                let (status, events) = try Self.interrupt(process)
+                #expect(status == 0, "punch map exited \(status): \(process.errorOutput)")
+                #expect(events.last?["event"] as? String == "removed", "\(events)")
+                #expect(try !Self.reaches(lab, external: external, port: port, tcp: tcp), "a new flow got through after the mapping was removed")
+            }
+        }
+
+        @Test(arguments: ["pcp", "natpmp", "upnp"])
+        func renewalKeepsAFourSecondMappingAlive(_ mappingProtocol: String) throws {
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            try lab.startUPnP(router: .r1)
+            let port = ["pcp": 41100, "natpmp": 42100, "upnp": 43100][mappingProtocol]!
+            let (process, mapped) = try Self.startMap(lab, mappingProtocol, tcp: false, port: port, lifetime: 4)
+            #expect(mapped["lifetime"] as? Int == 4, "\(mapped)")
+            // Three lifetimes; renewals come every 2 s.
+            for _ in 0..<5 {
+                let line = try process.waitForLine(containing: #""event""#, timeout: .seconds(10))
+                #expect(try parseJSON(line)["event"] as? String == "renewed", "\(line)")
+            }
+            #expect(try Self.reaches(lab, external: mapped["external"] as! String, port: port, tcp: false), "the renewed mapping carried nothing")
+            let (status, _) = try Self.interrupt(process)
+            #expect(status == 0)
+        }
+
+        @Test(arguments: ["pcp", "natpmp", "upnp"])
+        func mappingIsRestoredAfterMiniupnpdRestarts(_ mappingProtocol: String) throws {
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            try lab.startUPnP(router: .r1)
+            let port = ["pcp": 41200, "natpmp": 42200, "upnp": 43200][mappingProtocol]!
+            let (process, mapped) = try Self.startMap(lab, mappingProtocol, tcp: false, port: port, lifetime: 8)
+            let external = try #require(mapped["external"] as? String)
+            // The restart also rebuilds miniupnpd's nftables table: every mapping rule is gone.
+            lab.stopService("upnp-r1")
+            try lab.startUPnP(router: .r1)
+            // The mapper notices (epoch, ANNOUNCE, failed renewal, or a UPnP lease that vanished)
+            // and maps again.
+            let lost = try process.waitForLine(containing: #""lost""#, timeout: .seconds(40))
+            #expect(try parseJSON(lost)["code"] as? String == "mappingLost")
+            let again = try parseJSON(try process.waitForLine(containing: #""mapped""#, timeout: .seconds(30)))
+            #expect(again["external"] as? String == external)
+            #expect(try Self.reaches(lab, external: external, port: port, tcp: false), "the restored mapping carried nothing")
+            let (status, events) = try Self.interrupt(process)
+            #expect(status == 0)
+            #expect(events.last?["event"] as? String == "removed", "\(events)")
+        }
+    }
+}
