@@ -91,11 +91,33 @@ extension NATLabSelfTests {
             let (process, mapped) = try Self.startMap(lab, mappingProtocol, tcp: false, port: port, lifetime: 8)
             let external = try #require(mapped["external"] as? String)
             // The restart also rebuilds miniupnpd's nftables table: every mapping rule is gone.
+            // Let the gateway's epoch grow first: a gateway that restarts within a couple of
+            // seconds of its first start cannot be told from one that did not (RFC 6886 §3.6
+            // allows 2 s of slack), which is not the case this test is about.
+            for _ in 0..<2 {
+                _ = try process.waitForLine(containing: #""renewed""#, timeout: .seconds(15))
+            }
+            let before = lab.services.first { $0.name == "upnp-r1" }
             lab.stopService("upnp-r1")
+            // A rebooted router forgets its mappings: without this, miniupnpd restores them
+            // from its lease file.
+            if let log = before?.logFile {
+                try? FileManager.default.removeItem(atPath: String(log.dropLast(".log".count)) + ".leases")
+            }
             try lab.startUPnP(router: .r1)
+            let after = lab.services.first { $0.name == "upnp-r1" }
+            #expect(before?.pid != after?.pid && after?.isRunning == true, "miniupnpd was not restarted: \(String(describing: before)) -> \(String(describing: after))")
             // The mapper notices (epoch, ANNOUNCE, failed renewal, or a UPnP lease that vanished)
             // and maps again.
-            let lost = try process.waitForLine(containing: #""lost""#, timeout: .seconds(40))
+            let lost: String
+            do {
+                lost = try process.waitForLine(containing: #""lost""#, timeout: .seconds(40))
+            } catch {
+                let log = (try? String(contentsOfFile: after?.logFile ?? "", encoding: .utf8)) ?? ""
+                Issue.record("no lost event: \(error); miniupnpd log: \(log.suffix(3000)); output: \(process.outputLines.joined(separator: "\n")); stderr: \(process.errorOutput.suffix(2000))")
+                process.stop()
+                return
+            }
             #expect(try parseJSON(lost)["code"] as? String == "mappingLost")
             let again = try parseJSON(try process.waitForLine(containing: #""mapped""#, timeout: .seconds(30)))
             #expect(again["external"] as? String == external)
