@@ -70,6 +70,37 @@ import Testing
         await fake.gateway.close()
     }
 
+    @Test func pcpAnnounceTriggersARenewalThatFindsTheRestart() async throws {
+        // A PCP server with a controllable epoch; it echoes MAP requests.
+        let epoch = NIOLockedValueBox<UInt32>(5000)
+        let server = try await FakeUDPGateway { bytes in
+            guard let request = try? PCPRequest.decode(bytes) else { return [] }
+            var map = request.map
+            map?.externalAddress = .v4(LoopbackClientTests.external)
+            let now = epoch.withLockedValue { $0 }
+            return [.fromGateway(PCPResponse(opcode: request.opcode, resultCode: .success, lifetime: request.lifetime, epoch: now, map: map).encoded)]
+        }
+        var configuration = Self.configuration(port: server.port, lifetime: 3600)
+        configuration.protocols = [.pcp]
+        configuration.listenForAnnouncements = true
+        configuration.announcementPort = 0
+        let mapper = PortMapper(configuration: configuration)
+        let mapping = try await mapper.start()
+        var events = mapper.events.makeAsyncIterator()
+        #expect(await events.next() == .mapped(mapping))
+        let announcementPort = try #require(await mapper.announcementAddress?.port)
+        // The server restarts and multicasts ANNOUNCE (RFC 6887 §14.1.1); here it goes by unicast.
+        epoch.withLockedValue { $0 = 1 }
+        let announce = PCPResponse(opcode: .announce, resultCode: .success, lifetime: 0, epoch: 1).encoded
+        try await server.channel.writeAndFlush(AddressedEnvelope(remoteAddress: try SocketAddress(ipAddress: "127.0.0.1", port: announcementPort), data: ByteBuffer(bytes: announce))).get()
+        // Without the announcement the next renewal would be 30 minutes away.
+        guard case .lost(let error) = await events.next() else { Issue.record("expected lost"); return }
+        #expect(error.message.contains("restarted"))
+        #expect(await events.next() == .mapped(mapping))
+        await mapper.shutdown()
+        await server.close()
+    }
+
     @Test func nothingAnsweringIsNoProtocolAvailable() async throws {
         let silent = try await FakeUDPGateway { _ in [] }
         let mapper = PortMapper(configuration: Self.configuration(port: silent.port, lifetime: 60))

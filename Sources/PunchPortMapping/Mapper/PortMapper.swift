@@ -40,6 +40,8 @@ public actor PortMapper {
         /// Listen on UDP 5350 for the gateway's ANNOUNCE (RFC 6887 §14.1.1) and NAT-PMP address
         /// announcements (RFC 6886 §3.2.1), and renew at once when one arrives.
         public var listenForAnnouncements = true
+        /// The port announcements arrive on: 5350 (RFC 6887 §14.1.1, RFC 6886 §3.2.1) except in tests.
+        public var announcementPort: UInt16 = PCP.clientPort
         /// The most events kept for a slow reader of ``PortMapper/events``; older ones are dropped.
         public var maximumBufferedEvents = 64
 
@@ -289,12 +291,15 @@ public actor PortMapper {
 
     // MARK: - Announcements
 
+    /// The local address of the announcement listener, if it runs.
+    public var announcementAddress: SocketAddress? { announcements?.localAddress }
+
     /// Binds UDP 5350 (shared: SO_REUSEADDR) and wakes the loop when the gateway announces a
     /// restart or a new address. The reply to the renewal that follows decides, through the
     /// epoch, whether the mapping was lost: a forged announcement costs one renewal, nothing more.
     private func listenForAnnouncements(from gateway: IPAddress) async {
-        guard let socket = try? await DatagramSocket.bind(port: Int(PCP.clientPort), reuseAddress: true, group: group) else {
-            logger.debug("port mapping: cannot listen for announcements on UDP \(PCP.clientPort)")
+        guard let socket = try? await DatagramSocket.bind(port: Int(configuration.announcementPort), reuseAddress: true, group: group) else {
+            logger.debug("port mapping: cannot listen for announcements on UDP \(configuration.announcementPort)")
             return
         }
         announcements = socket
