@@ -64,6 +64,21 @@ extension NATLabSelfTests {
             }
         }
 
+        /// Without a gateway that speaks any of the protocols, `punch map` prints an error event
+        /// with a stable code and exits 1.
+        @Test func withoutAMappingGatewayItPrintsAnErrorAndExitsNonZero() throws {
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            let punch = try ExternalProgram.punch()
+            for (mappingProtocol, code) in [("natpmp", "timedOut"), ("auto", "noProtocolAvailable")] {
+                let output = try lab.run(.h1, [punch, "map", "--udp", "--port", "41300", "--protocol", mappingProtocol, "--attempts", "2", "--json"], timeout: .seconds(60))
+                #expect(output.status == 1, "\(mappingProtocol): status \(output.status)")
+                let event = try parseJSON(try #require(output.lines.last))
+                #expect(event["event"] as? String == "error")
+                #expect(event["code"] as? String == code, "\(event)")
+            }
+        }
+
         @Test(arguments: ["pcp", "natpmp", "upnp"])
         func renewalKeepsAFourSecondMappingAlive(_ mappingProtocol: String) throws {
             let lab = try NATLab.build()
