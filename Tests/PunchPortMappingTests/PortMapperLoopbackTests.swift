@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import PunchPortMapping
@@ -157,6 +158,32 @@ import Testing
         try await client.unmap(.udp, externalPort: 4002)
         #expect(calls.withLockedValue { $0 }.last?.contains("#DeletePortMapping") == true)
         await server.close()
+    }
+
+    @Test func ssdpTakesOnlyALocationOnTheHostThatAnswered() async throws {
+        // An SSDP responder on loopback (unicast: the test never multicasts).
+        let honest = try await FakeUDPGateway { request in
+            guard String(decoding: request, as: UTF8.self).hasPrefix("M-SEARCH * HTTP/1.1\r\n") else { return [] }
+            return [.fromGateway(Array("HTTP/1.1 200 OK\r\nST: x\r\nLOCATION: http://127.0.0.1:5000/rootDesc.xml\r\n\r\n".utf8))]
+        }
+        var configuration = UPnPClient.Configuration()
+        configuration.searchEndpoint = IPEndpoint(address: LoopbackClientTests.loopback, port: honest.port)
+        configuration.searchTimeout = .milliseconds(300)
+        configuration.searchAttempts = 1
+        #expect(try await UPnPClient.search(configuration, group: MultiThreadedEventLoopGroup.singleton).description == "http://127.0.0.1:5000/rootDesc.xml")
+        await honest.close()
+        // A reply that points at another host (a request forgery through the device URL) is refused.
+        let redirecting = try await FakeUDPGateway { _ in
+            [.fromGateway(Array("HTTP/1.1 200 OK\r\nLOCATION: http://127.0.0.2:80/x.xml\r\n\r\n".utf8))]
+        }
+        configuration.searchEndpoint = IPEndpoint(address: LoopbackClientTests.loopback, port: redirecting.port)
+        await #expect(throws: PortMappingError(.unexpectedSource, "")) { try await UPnPClient.search(configuration, group: MultiThreadedEventLoopGroup.singleton) }
+        await redirecting.close()
+        // Nobody answering is noUPnPDevice.
+        let silent = try await FakeUDPGateway { _ in [] }
+        configuration.searchEndpoint = IPEndpoint(address: LoopbackClientTests.loopback, port: silent.port)
+        await #expect(throws: PortMappingError(.noUPnPDevice, "")) { try await UPnPClient.search(configuration, group: MultiThreadedEventLoopGroup.singleton) }
+        await silent.close()
     }
 
     @Test func upnpRefusesAnOversizedDescription() async throws {

@@ -101,7 +101,9 @@ public actor PortMapper {
         var failures: [(PortMappingProtocol, PortMappingError)] = []
         let single = configuration.protocols.count == 1
         for mappingProtocol in configuration.protocols {
-            // PCP already learned the gateway speaks only NAT-PMP: no need to probe it again slowly.
+            // Probing several protocols uses the short policy, so a silent one does not hold up
+            // the next for two minutes (RFC 6886 §3.1's full schedule); the winner is rebuilt
+            // with the full policy for renewals in `adopt`.
             let policy = single ? configuration.retransmission : configuration.probeRetransmission
             do {
                 let backend = try await makeBackend(mappingProtocol, gateway: gateway, policy: policy)
@@ -177,7 +179,7 @@ public actor PortMapper {
 
     /// Keeps the winning backend and starts the renewal loop.
     private func adopt(_ chosen: any MappingBackend, mapping: GatewayMapping, epoch epochValue: UInt32?, gateway: IPAddress) async throws {
-        if !configuration.protocols.isEmpty, configuration.protocols.count > 1, chosen.mappingProtocol != .upnp {
+        if configuration.protocols.count > 1, chosen.mappingProtocol != .upnp {
             // Probing used the short policy; renewals get the full one. A fresh client keeps the nonce.
             backend = try await rebuild(chosen, gateway: gateway)
         } else {
