@@ -71,6 +71,9 @@ struct MapCommand: AsyncParsableCommand {
         configuration.retransmission = RetransmissionPolicy(maximumAttempts: attempts)
         if let chosen = PortMappingProtocol(rawValue: mappingProtocol) { configuration.protocols = [chosen] }
         let printer = MappingPrinter(json: json)
+        // Catch SIGINT/SIGTERM from the start: one arriving while the gateway is still being
+        // asked must not kill the process after the gateway made the mapping, leaving it behind.
+        let terminated = Task { await SignalWaiter.waitForTermination() }
         let mapper: PortMapper
         do {
             if let gateway { configuration.gateway = try IPAddress(gateway) }
@@ -83,7 +86,7 @@ struct MapCommand: AsyncParsableCommand {
         let events = Task {
             for await event in mapper.events { printer.print(event) }
         }
-        await SignalWaiter.waitForTermination()
+        await terminated.value
         await mapper.shutdown()
         _ = await events.value
     }
