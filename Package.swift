@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "PunchDiscovery", targets: ["PunchDiscovery"]),
         .library(name: "PunchRelay", targets: ["PunchRelay"]),
         .library(name: "PunchHolePunch", targets: ["PunchHolePunch"]),
+        .library(name: "PunchPortMapping", targets: ["PunchPortMapping"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
@@ -78,6 +79,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Port mapping: NAT-PMP, PCP and UPnP-IGD clients, gateway discovery, and the PortMapper
+        // that keeps a mapping alive. Linux gateway discovery reads /proc/net/route.
+        .target(
+            name: "PunchPortMapping",
+            dependencies: [
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Circuit Relay v2: the relay (hop) service and the client (reserve, connect, stop).
         .target(
             name: "PunchRelay",
@@ -105,7 +117,7 @@ let package = Package(
         // The umbrella library a user imports.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay", "PunchHolePunch"]
+            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay", "PunchHolePunch", "PunchPortMapping"]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -157,6 +169,15 @@ let package = Package(
                 "PunchTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PunchPortMappingTests",
+            dependencies: [
+                "PunchPortMapping",
+                "PunchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

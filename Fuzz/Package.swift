@@ -6,7 +6,7 @@
 
 import PackageDescription
 
-let fuzzTargets = ["FuzzVarint", "FuzzMultiaddr", "FuzzSTUN", "FuzzProtobuf"]
+let fuzzTargets = ["FuzzVarint", "FuzzMultiaddr", "FuzzSTUN", "FuzzProtobuf", "FuzzPortMapping"]
 
 let package = Package(
     name: "PunchFuzz",

@@ -55,7 +55,9 @@ extension NATLab {
     ///
     /// The reference clients work against it: `upnpc -i -a @ 48000 48000 UDP 300` (`-i`: the
     /// reserved external address makes the IGD look disconnected) and
-    /// `natpmpc -g 10.0.1.1 -a 48010 48010 udp 120`. Returns once it listens.
+    /// `natpmpc -g 10.0.1.1 -a 48010 48010 udp 120`. PCP's minimum lifetime is lowered from
+    /// miniupnpd's 120 s to 2 s (`min_lifetime=2`) so renewal tests need not wait minutes;
+    /// NAT-PMP and UPnP leases grant short lifetimes as asked. Returns once it listens.
     /// - Throws: ``LabError/Code/toolMissing`` without miniupnpd, ``LabError/Code/serviceFailed``.
     public func startUPnP(router: LabRouter = .r1) throws {
         let name = "upnp-\(router.rawValue)"
@@ -98,6 +100,7 @@ extension NATLab {
             enable_natpmp=yes
             enable_upnp=yes
             secure_mode=yes
+            min_lifetime=2
             ext_perform_stun=yes
             ext_stun_host=\(LabAddress.server)
             ext_stun_port=\(LabAddress.rfc5780Port)

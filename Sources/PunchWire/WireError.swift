@@ -47,6 +47,14 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         /// MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 does not match the message.
         public static let badIntegrity = Code("badIntegrity")
 
+        // NAT-PMP (RFC 6886) and PCP (RFC 6887).
+        /// A NAT-PMP or PCP message with a version this decoder does not speak (NAT-PMP is 0,
+        /// PCP is 2). A PCP client that receives version 0 talks to a NAT-PMP-only gateway.
+        public static let wrongVersion = Code("wrongVersion")
+        /// A NAT-PMP or PCP message with an opcode that is unknown or not allowed where it
+        /// appeared (a request where a response belongs, for example).
+        public static let unexpectedOpcode = Code("unexpectedOpcode")
+
         // Protobuf messages.
         /// A protobuf message that does not decode, or lacks a required field.
         public static let malformedProtobuf = Code("malformedProtobuf")
