@@ -182,6 +182,16 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "PunchHolePunchTests",
+            dependencies: [
+                "PunchHolePunch",
+                "PunchRelay",
+                "PunchTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "PunchRelayTests",
             dependencies: [
                 "PunchRelay",

@@ -71,9 +71,9 @@ public final class RelayServer: Sendable {
         self.configuration = configuration
         self.onEvent = onEvent
         self.advertisedAddresses = NIOLockedValueBox(addresses.map { $0.appendingPeerID(host.peerID.multihash) })
-        host.setChannelHandler(for: RelayProtocol.hop) { [weak self] stream, connection in
-            guard let self else { return stream.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
-            return self.serveHop(stream, connection: connection)
+        // The host keeps the relay: it serves for as long as the host does (a caller need not hold it).
+        host.setChannelHandler(for: RelayProtocol.hop) { stream, connection in
+            self.serveHop(stream, connection: connection)
         }
     }
 

@@ -132,10 +132,10 @@ struct TestHost: Sendable {
     let host: PunchHost
     let events: EventLog
 
-    init(_ configure: (inout HostConfiguration) -> Void = { _ in }) {
+    init(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, _ configure: (inout HostConfiguration) -> Void = { _ in }) {
         var configuration = HostConfiguration(identity: .generate())
         configure(&configuration)
-        self.host = PunchHost(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton)
+        self.host = PunchHost(configuration: configuration, group: group)
         self.events = EventLog.recording(host.events)
     }
 

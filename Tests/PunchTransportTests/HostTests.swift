@@ -346,8 +346,11 @@ private final class ByteCollector: ChannelInboundHandler, RemovableChannelHandle
         // held until the writer has handed over twice YamuxConfiguration.streamWriteBufferLimit, so
         // the stream receives all of it at once, far beyond its writability: it must keep every
         // byte (an earlier version reset the stream with yamux.writeBufferFull).
-        let listener = TestHost()
-        let dialer = TestHost()
+        // The test blocks an event loop: its own, so no other test waits on it.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdownGracefully { _ in } }
+        let listener = TestHost(group: group)
+        let dialer = TestHost(group: group)
         let protocolID = "/punch/test/count/1.0.0"
         listener.host.setStreamHandler(for: protocolID) { stream in
             try await stream.channel.executeThenClose { inbound, outbound in
@@ -362,7 +365,8 @@ private final class ByteCollector: ChannelInboundHandler, RemovableChannelHandle
             let stream = try await connection.openStream(protocol: protocolID)
             let total = 2 * YamuxConfiguration().streamWriteBufferLimit
             let handedOver = DispatchSemaphore(value: 0)
-            stream.channel.channel.eventLoop.execute { handedOver.wait() }
+            // Bounded, so a stalled writer fails the test instead of hanging the loop.
+            stream.channel.channel.eventLoop.execute { _ = handedOver.wait(timeout: .now() + 10) }
             let reply = try await stream.channel.executeThenClose { inbound, outbound in
                 let chunk = ByteBuffer(repeating: 0x5A, count: 64 * 1024)
                 for _ in 0..<(total / chunk.readableBytes) { try await outbound.write(chunk) }

@@ -1,0 +1,186 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import PunchCrypto
+import PunchRelay
+import PunchTransport
+import PunchWire
+import Testing
+
+@testable import PunchHolePunch
+
+@Suite struct HolePunchAddressFilterTests {
+    @Test func keepsPublicTCPAndDropsEverythingAPeerShouldNotMakeUsDial() throws {
+        let addresses = try [
+            "/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+            "/ip4/127.0.0.1/tcp/4001", "/ip4/0.0.0.0/tcp/4001", "/ip4/224.0.0.1/tcp/4001", "/ip4/255.255.255.255/tcp/1",
+            "/ip4/169.254.1.1/tcp/4001", "/ip4/10.0.1.2/tcp/4001", "/ip4/192.168.1.2/tcp/4001", "/ip4/172.20.0.1/tcp/4001",
+            "/ip4/100.64.0.1/tcp/4001", "/ip4/198.51.100.9/udp/4001", "/ip4/198.51.100.9/tcp/0", "/ip6/::1/tcp/4001",
+            "/ip6/fe80::1/tcp/4001", "/ip6/ff02::1/tcp/4001", "/ip6/fd00::1/tcp/4001", "/ip6/2001:db8::1/tcp/4001",
+            "/dns4/example.com/tcp/4001",
+        ].map { try Multiaddr($0) }
+        let usable = HolePunchAddressFilter.usable(addresses, allowPrivate: false, limit: 8)
+        let expected = [try Multiaddr("/ip4/203.0.113.7/tcp/4001"), try Multiaddr("/ip6/2001:db8::1/tcp/4001")]
+        #expect(usable == expected)
+        let lan = HolePunchAddressFilter.usable(addresses, allowPrivate: true, limit: 8)
+        let (privateV4, uniqueLocal, loopback) = (try Multiaddr("/ip4/10.0.1.2/tcp/4001"), try Multiaddr("/ip6/fd00::1/tcp/4001"), try Multiaddr("/ip4/127.0.0.1/tcp/4001"))
+        #expect(lan.contains(privateV4) && lan.contains(uniqueLocal))
+        #expect(!lan.contains(loopback))
+        let many = (1...50).map { try! Multiaddr("/ip4/198.51.100.\($0)/tcp/4001") }
+        #expect(HolePunchAddressFilter.usable(many, allowPrivate: false, limit: 4).count == 4)
+    }
+}
+
+/// The responding side of DCUtR against a misbehaving initiator, over a real relayed connection
+/// on loopback.
+@Suite struct HolePunchResponderTests {
+    struct Setup {
+        let relay: PunchHost
+        let server: RelayServer
+        let a: PunchHost
+        let b: PunchHost
+        let relayed: Connection
+        let aAddress: Multiaddr
+        let outcomes: AsyncStream<Result<HolePunchOutcome, any Error>>
+
+        static func make() async throws -> Setup {
+            let relay = PunchHost(configuration: HostConfiguration(identity: .generate()))
+            let relayAddress = try await relay.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+            let server = RelayServer(host: relay, addresses: [relayAddress.withoutPeerID()])
+            // A serves DCUtR with a public-looking address of its own.
+            let a = PunchHost(configuration: HostConfiguration(identity: .generate()))
+            let aAddress = try await a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+            let (outcomes, continuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self)
+            HolePuncher.serve(on: a, localAddresses: { _ in [try! Multiaddr("/ip4/198.51.100.1/tcp/4001")] }) { _, result in
+                continuation.yield(result)
+            }
+            RelayClient.acceptCircuits(on: a)
+            let aToRelay = try await a.dial(relayAddress)
+            _ = try await RelayClient.reserve(on: aToRelay, host: a)
+            let b = PunchHost(configuration: HostConfiguration(identity: .generate()))
+            let bToRelay = try await b.dial(relayAddress)
+            let relayed = try await RelayClient.connect(to: a.peerID, via: bToRelay, host: b)
+            return Setup(relay: relay, server: server, a: a, b: b, relayed: relayed, aAddress: aAddress, outcomes: outcomes)
+        }
+
+        func close() async {
+            await b.close()
+            await a.close()
+            await relay.close()
+        }
+
+        func nextOutcome() async -> Result<HolePunchOutcome, any Error>? {
+            var iterator = outcomes.makeAsyncIterator()
+            return await iterator.next()
+        }
+    }
+
+    static func frame(_ type: PBHolePunch.TypeEnum, _ addresses: [Data]) throws -> ByteBuffer {
+        var message = PBHolePunch()
+        message.type = type
+        message.obsAddrs = addresses
+        var buffer = ByteBuffer()
+        try ProtobufFraming.writeDelimited(message, into: &buffer)
+        return buffer
+    }
+
+    @Test func anOversizedMessageIsRefused() async throws {
+        let setup = try await Setup.make()
+        defer { Task { await setup.close() } }
+        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
+        try await stream.channel.executeThenClose { inbound, outbound in
+            // 5 KiB of addresses: over the spec's 4 KiB.
+            try await outbound.write(try Self.frame(.connect, (0..<80).map { _ in Data(repeating: 0x04, count: 64) }))
+            for try await _ in inbound {}
+        }
+        let outcome = await setup.nextOutcome()
+        guard case .failure(let error as HolePunchError)? = outcome else {
+            Issue.record("expected a failure, got \(String(describing: outcome))")
+            return
+        }
+        #expect(error.code == .malformedMessage)
+    }
+
+    @Test func junkAddressesAreNeverDialed() async throws {
+        let setup = try await Setup.make()
+        defer { Task { await setup.close() } }
+        let junk: [Data] = try [
+            "/ip4/127.0.0.1/tcp/22", "/ip4/10.0.0.1/tcp/80", "/ip4/224.0.0.251/tcp/5353", "/ip6/::1/tcp/22",
+        ].map { Data(try Multiaddr($0).bytes) } + [Data([0xFF, 0xFF, 0xFF]), Data()]
+        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
+        let answer = try await stream.channel.executeThenClose { inbound, outbound -> PBHolePunch? in
+            try await outbound.write(try Self.frame(.connect, junk))
+            var received = ByteBuffer()
+            var answer: PBHolePunch?
+            for try await var chunk in inbound {
+                received.writeBuffer(&chunk)
+                if let message = try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) {
+                    answer = message
+                    try await outbound.write(try Self.frame(.sync, []))
+                    outbound.finish()
+                }
+            }
+            return answer
+        }
+        // The responder still answers with its own address, but dials nothing.
+        #expect(answer?.type == .connect)
+        let offered = try Multiaddr("/ip4/198.51.100.1/tcp/4001")
+        #expect(answer?.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) } == [offered])
+        let outcome = await setup.nextOutcome()
+        guard case .failure(let error as HolePunchError)? = outcome else {
+            Issue.record("expected a failure, got \(String(describing: outcome))")
+            return
+        }
+        #expect(error.code == .failed)
+        #expect(error.message.contains("no usable public address"))
+        #expect(setup.a.connections(to: setup.b.peerID).allSatisfy { $0.path == .relayed })
+    }
+
+    @Test func moreConnectsThanAttemptsAreRefused() async throws {
+        let setup = try await Setup.make()
+        defer { Task { await setup.close() } }
+        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
+        let answers = try await stream.channel.executeThenClose { inbound, outbound -> Int in
+            var received = ByteBuffer()
+            var answers = 0
+            try await outbound.write(try Self.frame(.connect, []))
+            for try await var chunk in inbound {
+                received.writeBuffer(&chunk)
+                while try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) != nil {
+                    answers += 1
+                    // SYNC, then CONNECT again at once: a flood of exchanges.
+                    try? await outbound.write(try Self.frame(.sync, []))
+                    try? await outbound.write(try Self.frame(.connect, []))
+                }
+            }
+            return answers
+        }
+        #expect(answers == HolePunchConfiguration().attempts)
+        let outcome = await setup.nextOutcome()
+        guard case .failure(let error as HolePunchError)? = outcome else {
+            Issue.record("expected a failure, got \(String(describing: outcome))")
+            return
+        }
+        #expect(error.code == .failed)
+    }
+
+    @Test func dcutrOnADirectConnectionIsRefused() async throws {
+        let setup = try await Setup.make()
+        defer { Task { await setup.close() } }
+        let direct = try await setup.b.dial(setup.aAddress)
+        await #expect(throws: (any Error).self) {
+            _ = try await HolePuncher.initiate(over: direct, host: setup.b, localAddresses: [try Multiaddr("/ip4/198.51.100.2/tcp/1")])
+        }
+        let stream = try await direct.openStream(protocol: HolePunchProtocol.id)
+        try await stream.channel.executeThenClose { inbound, outbound in
+            try await outbound.write(try Self.frame(.connect, []))
+            for try await _ in inbound {}
+        }
+        let outcome = await setup.nextOutcome()
+        guard case .failure(let error as HolePunchError)? = outcome else {
+            Issue.record("expected a failure, got \(String(describing: outcome))")
+            return
+        }
+        #expect(error.code == .notRelayed)
+    }
+}
