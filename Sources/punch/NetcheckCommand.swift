@@ -22,7 +22,11 @@ struct NetcheckCommand: AsyncParsableCommand {
               {"udp":true,"public_v4":"198.51.100.7:40000","public_v6":null,
                "mapping":"endpoint-independent","filtering":"address-and-port-dependent",
                "hairpin":false,"port_preserved":true,
-               "servers":[{"address":"203.0.113.10:3478","latency_ms":1.2,"mapped":"...","rfc5780":true}]}
+               "servers":[{"address":"203.0.113.10:3478","latency_ms":1.2,"mapped":"...","rfc5780":true}],
+               "port_mapping":{"gateway":"192.168.1.1","pcp":false,"natpmp":true,"upnp":true,
+                               "external_address":"198.51.100.7"}}
+            port_mapping says which of PCP, NAT-PMP and UPnP-IGD the default gateway answered
+            (probed without creating a mapping, about 2 s when none answers).
 
             Examples:
               punch netcheck --stun 203.0.113.10:3478
@@ -56,6 +60,8 @@ struct NetcheckCommand: AsyncParsableCommand {
         do {
             guard !stun.isEmpty else { throw MissingServer() }
             let servers = try stun.map(STUNServerAddress.init)
+            // Which port-mapping protocols the gateway speaks, meanwhile (no mapping is made).
+            let portMapping = Task { await PortMappingReport.probe() }
             let client4 = try await STUNClient.bind(configuration: .behaviourDiscovery)
             // An IPv6 socket only if this machine has IPv6 at all.
             let client6 = try? await STUNClient.bind(to: try IPEndpoint("[::]:0"), configuration: .behaviourDiscovery)
@@ -84,7 +90,7 @@ struct NetcheckCommand: AsyncParsableCommand {
                 classification = await NATClassifier(client: client).classify(server: endpoint)
                 try? await client.close()
             }
-            output(reports, classification, rfc5780Server: capable)
+            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value)
         } catch {
             throw CommandFailure.report(error, json: json)
         }
@@ -119,7 +125,9 @@ struct NetcheckCommand: AsyncParsableCommand {
         return report
     }
 
-    private func output(_ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?) {
+    private func output(
+        _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport
+    ) {
         let mapped = reports.compactMap { $0.response?.mappedAddress }
         let publicV4 = mapped.first { $0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? $0 : nil }
         let publicV6 = mapped.first { !$0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? nil : $0 }
@@ -148,6 +156,7 @@ struct NetcheckCommand: AsyncParsableCommand {
                 "nat_detected": value(classification?.natDetected),
                 "rfc5780_server": value(rfc5780Server?.endpoint?.description),
                 "servers": servers,
+                "port_mapping": portMapping.json,
             ])
             return
         }
@@ -170,6 +179,7 @@ struct NetcheckCommand: AsyncParsableCommand {
             lines.append("Mapping, filtering, hairpinning: unknown")
         }
         lines.append("Hole punching:  \(Self.advice(classification, udp: udp))")
+        lines.append("Port mapping:   \(portMapping.text)")
         lines.append("Servers:")
         for report in reports {
             if let response = report.response {

@@ -50,6 +50,30 @@ extension NATLabSelfTests {
             }
         }
 
+        /// `punch netcheck` names the port-mapping protocols the gateway answers: all three of
+        /// miniupnpd's behind r1, none behind r2 (which runs no gateway service).
+        @Test func netcheckReportsWhichPortMappingProtocolsAnswer() throws {
+            let punch = try ExternalProgram.punch()
+            let lab = try NATLab.build()
+            defer { lab.tearDown() }
+            try lab.startUPnP(router: .r1)
+            let server = "\(LabAddress.server):\(LabAddress.stunPort)"
+            let withGateway = try lab.run(.h1, [punch, "netcheck", "--json", "--stun", server], timeout: .seconds(60))
+            #expect(withGateway.status == 0, "\(withGateway.stderr)")
+            let report = try parseJSON(withGateway.lines.last ?? "")
+            let mapping = report["port_mapping"] as? [String: Any] ?? [:]
+            #expect(mapping["gateway"] as? String == LabRouter.r1.lanAddress, "\(report)")
+            #expect(mapping["pcp"] as? Bool == true && mapping["natpmp"] as? Bool == true && mapping["upnp"] as? Bool == true, "\(report)")
+            #expect(mapping["external_address"] as? String == LabRouter.r1.wanAddress, "\(report)")
+
+            let withoutGateway = try lab.run(.h2, [punch, "netcheck", "--json", "--stun", server], timeout: .seconds(60))
+            #expect(withoutGateway.status == 0, "\(withoutGateway.stderr)")
+            let none = try parseJSON(withoutGateway.lines.last ?? "")["port_mapping"] as? [String: Any] ?? [:]
+            #expect(none["gateway"] as? String == LabRouter.r2.lanAddress, "\(none)")
+            #expect(none["pcp"] as? Bool == false && none["natpmp"] as? Bool == false && none["upnp"] as? Bool == false, "\(none)")
+            #expect(none["external_address"] is NSNull, "\(none)")
+        }
+
         /// With 10 % loss each way on r1's WAN link, retransmission still gets every probe
         /// through: an address-restricted cone is still endpoint-independent mapping,
         /// address-dependent filtering, port preserved, no hairpin.
