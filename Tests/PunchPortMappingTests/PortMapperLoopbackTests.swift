@@ -2,6 +2,8 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Logging
+import ServiceLifecycle
 import Testing
 
 @testable import PunchPortMapping
@@ -219,5 +221,32 @@ import Testing
         configuration.descriptionURL = "http://127.0.0.1:\(port)/rootDesc.xml"
         configuration.httpTimeout = .milliseconds(500)
         await #expect(throws: PortMappingError(.httpFailure, "")) { try await UPnPClient.discover(configuration: configuration) }
+    }
+}
+
+/// The mapper as a swift-service-lifecycle service: graceful shutdown of its group removes the
+/// mapping at the gateway.
+@Suite struct PortMapperServiceTests {
+    @Test func gracefulShutdownOfTheServiceGroupRemovesTheMapping() async throws {
+        let fake = try await PortMapperLoopbackTests.NATPMPOnlyGateway()
+        let mapper = PortMapper(configuration: PortMapperLoopbackTests.configuration(port: fake.gateway.port, lifetime: 60))
+        let group = ServiceGroup(services: [mapper], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var events = mapper.events.makeAsyncIterator()
+            guard case .mapped(let mapping)? = await events.next() else {
+                Issue.record("the service did not map")
+                await group.triggerGracefulShutdown()
+                return
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            var rest: [PortMappingEvent] = []
+            while let event = await events.next() { rest.append(event) }
+            #expect(rest.last == .removed(mapping), "\(rest)")
+            // The last request deleted the mapping (lifetime 0, RFC 6886 §3.4).
+            #expect(fake.gateway.requests.last == NATPMPRequest.map(.udp, internalPort: 4001, suggestedExternalPort: 0, lifetime: 0).encoded)
+        }
+        await fake.gateway.close()
     }
 }
