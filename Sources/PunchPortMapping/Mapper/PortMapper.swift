@@ -100,13 +100,23 @@ public actor PortMapper {
         let gateway = try configuration.gateway ?? DefaultGateway.ipv4()
         var failures: [(PortMappingProtocol, PortMappingError)] = []
         let single = configuration.protocols.count == 1
+        // UPnP's search has no side effect: it runs while PCP and NAT-PMP are probed, so a
+        // UPnP-only gateway is found in the search's 2 s rather than after both probes time out.
+        var upnpDiscovery: Task<UPnPClient, any Error>?
+        if !single, configuration.protocols.contains(.upnp) {
+            var upnp = configuration.upnp
+            if upnp.gateway == nil, configuration.gateway != nil { upnp.gateway = gateway }
+            let (group, logger) = (self.group, self.logger)
+            upnpDiscovery = Task { try await UPnPClient.discover(configuration: upnp, group: group, logger: logger) }
+        }
+        defer { upnpDiscovery?.cancel() }
         for mappingProtocol in configuration.protocols {
             // Probing several protocols uses the short policy, so a silent one does not hold up
             // the next for two minutes (RFC 6886 §3.1's full schedule); the winner is rebuilt
             // with the full policy for renewals in `adopt`.
             let policy = single ? configuration.retransmission : configuration.probeRetransmission
             do {
-                let backend = try await makeBackend(mappingProtocol, gateway: gateway, policy: policy)
+                let backend = try await makeBackend(mappingProtocol, gateway: gateway, policy: policy, upnpDiscovery: upnpDiscovery)
                 do {
                     let (mapping, epochValue) = try await backend.map(suggestedExternalPort: suggestedPort, lifetime: configuration.lifetime)
                     try await adopt(backend, mapping: mapping, epoch: epochValue, gateway: gateway)
@@ -161,7 +171,9 @@ public actor PortMapper {
 
     private var suggestedPort: UInt16 { configuration.suggestedExternalPort ?? configuration.internalPort }
 
-    private func makeBackend(_ mappingProtocol: PortMappingProtocol, gateway: IPAddress, policy: RetransmissionPolicy) async throws -> any MappingBackend {
+    private func makeBackend(
+        _ mappingProtocol: PortMappingProtocol, gateway: IPAddress, policy: RetransmissionPolicy, upnpDiscovery: Task<UPnPClient, any Error>? = nil
+    ) async throws -> any MappingBackend {
         switch mappingProtocol {
         case .pcp:
             let client = try await PCPClient(gateway: gateway, port: configuration.gatewayPort, policy: policy, group: group)
@@ -170,9 +182,14 @@ public actor PortMapper {
             let client = try await NATPMPClient(gateway: gateway, port: configuration.gatewayPort, policy: policy, group: group)
             return NATPMPBackend(client: client, transport: configuration.transport, internalPort: configuration.internalPort)
         case .upnp:
-            var upnp = configuration.upnp
-            if upnp.gateway == nil, configuration.gateway != nil { upnp.gateway = gateway }
-            let client = try await UPnPClient.discover(configuration: upnp, group: group, logger: logger)
+            let client: UPnPClient
+            if let upnpDiscovery {
+                client = try await upnpDiscovery.value
+            } else {
+                var upnp = configuration.upnp
+                if upnp.gateway == nil, configuration.gateway != nil { upnp.gateway = gateway }
+                client = try await UPnPClient.discover(configuration: upnp, group: group, logger: logger)
+            }
             return UPnPBackend(client: client, transport: configuration.transport, internalPort: configuration.internalPort)
         }
     }
