@@ -20,6 +20,7 @@ struct DemoCommand: AsyncParsableCommand {
             Examples:
               sudo punch demo
               sudo punch demo --r1 full-cone --r2 symmetric --bytes 1M
+              sudo punch demo --loss 10 --delay 40
             """
     )
 
@@ -31,6 +32,12 @@ struct DemoCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Bytes to send and verify once connected (K and M suffixes).", valueName: "n"))
     var bytes: String = "16M"
+
+    @Option(name: .long, help: ArgumentHelp("Drop this percentage of packets each way on both WAN links (0-100).", valueName: "p"))
+    var loss: Int = 0
+
+    @Option(name: .long, help: ArgumentHelp("Delay each packet this many milliseconds each way on both WAN links.", valueName: "ms"))
+    var delay: Int = 0
 
     @Flag(name: .long, help: "Print the timeline as JSON lines.")
     var json = false
@@ -58,11 +65,12 @@ struct DemoCommand: AsyncParsableCommand {
         let punch = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let lab: NATLab
         do {
-            lab = try NATLab.build(r1: modes.0, r2: modes.1)
+            lab = try NATLab.build(r1: modes.0, r2: modes.1, options: NATOptions(lossPercent: loss, delayMilliseconds: delay))
         } catch {
             throw CommandFailure.report(error, json: json)
         }
-        timeline.note("lab", "NAT lab up: h1 behind r1 (\(modes.0.rawValue)), h2 behind r2 (\(modes.1.rawValue)), relay on srv 203.0.113.10")
+        let impairment = loss > 0 || delay > 0 ? "; WAN links: \(loss) % loss, \(delay) ms delay each way" : ""
+        timeline.note("lab", "NAT lab up: h1 behind r1 (\(modes.0.rawValue)), h2 behind r2 (\(modes.1.rawValue)), relay on srv 203.0.113.10\(impairment)")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-demo-\(UUID().uuidString)")
         var processes: [LabProcess] = []
         defer {

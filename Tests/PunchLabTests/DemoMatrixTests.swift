@@ -10,18 +10,33 @@ extension NATLabSelfTests {
     /// verified both ways in every case.
     @Suite struct DemoMatrix {
         @Test func everyPairEndsDirectUnlessASymmetricNATForbidsIt() throws {
+            try runMatrix(impairment: [])
+        }
+
+        /// The same with 10 % loss each way on both WAN links: TCP retransmits the relay and DCUtR
+        /// messages, and the kernel the lost SYNs.
+        @Test func theMatrixHoldsWithTenPercentLoss() throws {
+            try runMatrix(impairment: ["--loss", "10"])
+        }
+
+        /// The same with 40 ms delay each way on both WAN links: DCUtR's RTT/2 timing matters.
+        @Test func theMatrixHoldsWithFortyMillisecondsDelay() throws {
+            try runMatrix(impairment: ["--delay", "40"])
+        }
+
+        private func runMatrix(impairment: [String]) throws {
             let punch = try ExternalProgram.punch()
             var failures: [String] = []
             for r1 in NATMode.allCases {
                 for r2 in NATMode.allCases {
                     let output = try ExternalProgram.run(
-                        punch, ["demo", "--r1", r1.rawValue, "--r2", r2.rawValue, "--bytes", "256K", "--json"], timeout: 120)
+                        punch, ["demo", "--r1", r1.rawValue, "--r2", r2.rawValue, "--bytes", "64K", "--json"] + impairment, timeout: 180)
                     let lines = output.stdout.split(separator: "\n").compactMap { try? parseJSON(String($0)) }
                     let verdict = lines.last { $0["event"] as? String == "verdict" }
                     let direct = lines.contains { $0["event"] as? String == "step" && $0["step"] as? String == "direct" }
                     let verified = lines.contains { $0["event"] as? String == "step" && $0["step"] as? String == "verified" }
                     let expectDirect = r1 != .symmetric && r2 != .symmetric
-                    let pair = "\(r1.rawValue) x \(r2.rawValue)"
+                    let pair = "\(r1.rawValue) x \(r2.rawValue) \(impairment.joined(separator: " "))"
                     if verdict?["ok"] as? Bool != true || output.status != 0 {
                         failures.append("\(pair): verdict \(verdict?["text"] as? String ?? "none"), status \(output.status)\n\(output.stdout)\(output.stderr)")
                     } else if direct != expectDirect {
