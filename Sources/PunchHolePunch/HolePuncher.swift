@@ -42,12 +42,14 @@ public enum HolePuncher {
     ) async throws -> HolePunchOutcome {
         guard relayed.path == .relayed else { throw HolePunchError(.notRelayed, "DCUtR runs over a relayed connection") }
         let ours = HolePunchAddressFilter.usable(localAddresses, allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
-        guard !ours.isEmpty else {
-            throw HolePunchError(.noAddresses, "no public address of ours to offer (have: \(localAddresses.map { "\($0)" }))")
-        }
         let clock = ContinuousClock()
         let started = clock.now
         let stream = try await relayed.openStream(protocol: HolePunchProtocol.id)
+        guard !ours.isEmpty else {
+            // Close the stream at once, so the peer learns now rather than waiting for a CONNECT.
+            try? await stream.channel.channel.close()
+            throw HolePunchError(.noAddresses, "no public address of ours to offer (have: \(localAddresses.map { "\($0)" }))")
+        }
         return try await stream.channel.executeThenClose { inbound, outbound in
             var reader = MessageReader(inbound.makeAsyncIterator(), channel: stream.channel.channel, configuration: configuration)
             var lastError: (any Error)?
