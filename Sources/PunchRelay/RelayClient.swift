@@ -118,9 +118,7 @@ public enum RelayClient {
                     var message = PBRelayStopMessage()
                     message.type = .status
                     message.status = status
-                    var buffer = stream.allocator.buffer(capacity: 16)
-                    _ = try? ProtobufFraming.writeDelimited(message, into: &buffer)
-                    return stream.writeAndFlush(buffer)
+                    return stream.writeRelayMessage(message)
                 }
                 guard case .success(let message) = result, message.type == .connect, message.hasPeer,
                     let initiator = try? PeerID(bytes: message.peer.id)
@@ -158,14 +156,8 @@ public enum RelayClient {
             }
         }
         do {
-            let answer = try await stream.channel.eventLoop.flatSubmit { () -> EventLoopFuture<PBRelayHopMessage> in
-                var buffer = stream.channel.allocator.buffer(capacity: 256)
-                do {
-                    try ProtobufFraming.writeDelimited(request, into: &buffer)
-                } catch {
-                    return stream.channel.eventLoop.makeFailedFuture(error)
-                }
-                return stream.channel.writeAndFlush(buffer).flatMap {
+            let answer = try await stream.channel.eventLoop.flatSubmit {
+                stream.channel.writeRelayMessage(request).flatMap {
                     stream.reader.value.next(PBRelayHopMessage.self, timeout: configuration.exchangeTimeout)
                 }
             }.get()

@@ -137,3 +137,17 @@ final class RelayMessageReader: ChannelInboundHandler, RemovableChannelHandler {
         context?.close(promise: nil)
     }
 }
+
+extension Channel {
+    /// Writes `message` as relay messages travel (a varint length, then the protobuf) and
+    /// flushes; the future fails if the message does not encode.
+    func writeRelayMessage(_ message: some SwiftProtobuf.Message) -> EventLoopFuture<Void> {
+        var buffer = allocator.buffer(capacity: 256)
+        do {
+            try ProtobufFraming.writeDelimited(message, into: &buffer)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return writeAndFlush(buffer)
+    }
+}

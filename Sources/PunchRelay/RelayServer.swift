@@ -214,8 +214,7 @@ public final class RelayServer: Sendable {
             guard let reservation = state.reservations[target], reservation.expiration > now, reservation.connection.isActive else {
                 return .failure(RelayError(.refused, "no reservation", status: .noReservation))
             }
-            let total = state.circuitsPerPeer.values.reduce(0, +) / 2
-            guard total < configuration.maximumCircuits,
+            guard state.metrics.activeCircuits < configuration.maximumCircuits,
                 state.circuitsPerPeer[initiator, default: 0] < configuration.maximumCircuitsPerPeer,
                 state.circuitsPerPeer[target, default: 0] < configuration.maximumCircuitsPerPeer
             else {
@@ -264,13 +263,7 @@ public final class RelayServer: Sendable {
                 peer.id = Data(initiator.bytes)
                 message.peer = peer
                 if let limit { message.limit = limit }
-                var buffer = side.channel.allocator.buffer(capacity: 256)
-                do {
-                    try ProtobufFraming.writeDelimited(message, into: &buffer)
-                } catch {
-                    return side.channel.eventLoop.makeFailedFuture(error)
-                }
-                return side.channel.writeAndFlush(buffer).flatMap {
+                return side.channel.writeRelayMessage(message).flatMap {
                     side.reader.value.next(PBRelayStopMessage.self, timeout: configuration.exchangeTimeout)
                 }.flatMapThrowing { answer in
                     guard answer.type == .status, answer.status == .ok else {
@@ -323,12 +316,8 @@ public final class RelayServer: Sendable {
     }
 
     private func send(_ message: PBRelayHopMessage, on stream: Channel, thenClose: Bool) {
-        var buffer = stream.allocator.buffer(capacity: 256)
-        guard (try? ProtobufFraming.writeDelimited(message, into: &buffer)) != nil else {
-            stream.close(promise: nil)
-            return
-        }
-        let written = stream.writeAndFlush(buffer)
+        let written = stream.writeRelayMessage(message)
+        written.whenFailure { _ in stream.close(promise: nil) }
         if thenClose {
             written.whenComplete { _ in stream.close(promise: nil) }
         }
