@@ -277,9 +277,13 @@ final class ScriptedSocket: Sendable {
         self.address = IPEndpoint(channel.localAddress!)!
     }
 
+    /// Every scripted socket lives on this one loop: a script's replies from several sockets then
+    /// leave in the order the script lists them (a send from another loop would be queued).
+    static let loop = MultiThreadedEventLoopGroup.singleton.next()
+
     static func with(_ body: (ScriptedSocket) async throws -> Void) async throws {
         let handler = Handler()
-        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel = try await DatagramBootstrap(group: Self.loop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }

@@ -193,6 +193,31 @@ private final class ByteCollector: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// A hole punch through a full-cone NAT under loss: the peer's SYN reaches our listener and
+    /// the connection is accepted and upgraded before we dial. Our own connect() then finds the
+    /// 4-tuple taken (EADDRNOTAVAIL); the punch's dial must return the accepted connection.
+    @Test func aPunchDialAfterThePeersPunchArrivedReturnsThatConnection() async throws {
+        let first = TestHost()
+        let second = TestHost()
+        try await withHosts(first, second) {
+            let firstAddress = try await first.listen()
+            let secondAddress = try await second.listen()
+            first.host.expectHolePunch(from: [secondAddress], peer: second.peerID, noiseInitiator: false, for: .seconds(10))
+
+            let fromSecond = try await second.host.dial(firstAddress, noiseInitiator: true, timeout: .seconds(5))
+            #expect(fromSecond.isSecurityInitiator)
+            let accepted = try await first.event("the punched connection on the first host") {
+                $0.connected?.remotePeerID == second.peerID
+            }.connected!
+
+            let fromFirst = try await first.host.dial(secondAddress, noiseInitiator: false, timeout: .seconds(5))
+            #expect(fromFirst === accepted)
+            #expect(!fromFirst.isSecurityInitiator)
+            #expect(try await fromFirst.ping().count == 1)
+            #expect(first.host.connections(to: second.peerID).count == 1)
+        }
+    }
+
     @Test func dialsUseAnEphemeralPortWhenBindingIsOff() async throws {
         let listener = TestHost()
         let dialer = TestHost { $0.bindDialsToListenPort = false }

@@ -102,7 +102,7 @@ public final class NATPMPClient: Sendable {
     public func close() async { await socket.close() }
 
     private func request(_ request: NATPMPRequest) async throws -> NATPMPResponse {
-        guard case .map(let transport, let internalPort, _, _) = request else { preconditionFailure("only mapping requests come here") }
+        guard case .map(let transport, let internalPort, _, let lifetime) = request else { preconditionFailure("only mapping requests come here") }
         return try await socket.exchange(request.encoded, with: server, policy: policy, what: "NAT-PMP \(transport) mapping request") { datagram in
             switch Self.interpret(datagram.bytes, requestOpcode: request.opcode) {
             case .accept(let response):
@@ -110,6 +110,9 @@ public final class NATPMPClient: Sendable {
                 if case .mapping(_, let port, _, _) = response.body, port != internalPort {
                     return .refuse(PortMappingError(.mismatchedResponse, "a NAT-PMP reply for internal port \(port), not \(internalPort)"))
                 }
+                // §3.4: a deletion's reply has lifetime 0. A late reply to the mapping request
+                // before it (same port) is not the deletion's answer, nor the reverse.
+                if case .mapping(_, _, _, let granted) = response.body, (granted == 0) != (lifetime == 0) { return .ignore }
                 return .accept(response)
             case .refuse(let error): return .refuse(error)
             case .fail(let error): return .fail(error)

@@ -112,6 +112,9 @@ public final class PCPClient: Sendable {
         return try await socket.exchange(request, with: serverAddress, policy: policy, what: "PCP MAP request") { datagram in
             switch Self.interpret(datagram.bytes, opcode: .map) {
             case .accept(let response):
+                // A deletion (lifetime 0) and the MAP before it share the nonce: a late answer to
+                // that MAP (granted lifetime > 0) is not the deletion's answer, nor the reverse.
+                if response.resultCode == .success, (response.lifetime == 0) != (lifetime == 0) { return .ignore }
                 return Self.check(response, nonce: nonce, transport: transport, internalPort: internalPort)
             case .refuse(let error): return .refuse(error)
             case .fail(let error): return .fail(error)

@@ -208,7 +208,12 @@ public final class PunchHost: Sendable {
             return channel.eventLoop.makeFailedFuture(error)
         }
         let punch = channel.remoteAddress.flatMap(IPEndpoint.init).flatMap { endpoint in
-            state.withLockedValue { $0.punches.removeValue(forKey: endpoint) }
+            state.withLockedValue { state -> PunchExpectation? in
+                guard var expectation = state.punches[endpoint], !expectation.claimed else { return nil }
+                expectation.claimed = true
+                state.punches[endpoint] = expectation
+                return expectation
+            }
         }
         let connection = Connection(channel: channel, direction: .inbound, router: router, securityInitiator: punch?.noiseInitiator)
         let upgraded = startUpgrade(connection, expectedPeer: punch?.peer)
@@ -302,6 +307,10 @@ public final class PunchHost: Sendable {
         let peer: PeerID?
         /// Completed with the accepted connection once its upgrade is done.
         let accepted: EventLoopPromise<Connection>
+        /// An inbound connection took this expectation. It stays in the table until it expires,
+        /// so that our own dial, whose connect() then finds the 4-tuple taken, still finds the
+        /// accepted connection (the peer's SYN may win by a whole round trip under loss).
+        var claimed = false
     }
 
     private func dial(_ address: Multiaddr, holePunch: HolePunchDial?) async throws -> Connection {
@@ -382,31 +391,58 @@ public final class PunchHost: Sendable {
     public func expectHolePunch(from addresses: [Multiaddr], peer: PeerID, noiseInitiator: Bool, for duration: TimeAmount) {
         for address in addresses {
             guard let transport = address.transport, transport.kind == .tcp, case .ip(let ip) = transport.host else { continue }
-            _ = expectPunch(from: IPEndpoint(address: ip, port: transport.port), peer: peer, noiseInitiator: noiseInitiator, for: duration)
+            _ = expectPunch(
+                from: IPEndpoint(address: ip, port: transport.port), peer: peer, noiseInitiator: noiseInitiator, for: duration,
+                replacingClaimed: true)
         }
     }
 
     /// Registers (or finds) the expectation for `endpoint`; returns the future of the connection
-    /// accepted from it. The entry goes away when used or after `duration`.
-    private func expectPunch(from endpoint: IPEndpoint, peer: PeerID?, noiseInitiator: Bool, for duration: TimeAmount) -> EventLoopFuture<Connection> {
-        let promise = group.any().makePromise(of: Connection.self)
-        let existing = state.withLockedValue { state -> EventLoopFuture<Connection>? in
-            if let existing = state.punches[endpoint], existing.noiseInitiator == noiseInitiator { return existing.accepted.futureResult }
-            guard state.punches.count < configuration.maximumPendingUpgrades else { return nil }
-            state.punches[endpoint] = PunchExpectation(noiseInitiator: noiseInitiator, peer: peer, accepted: promise)
-            return nil
+    /// accepted from it. The entry stays for `duration`, also after an inbound connection claimed
+    /// it, so a dial that comes later still finds that connection; a new punch attempt
+    /// (`replacingClaimed`) replaces a claimed entry of an earlier attempt.
+    private func expectPunch(
+        from endpoint: IPEndpoint, peer: PeerID?, noiseInitiator: Bool, for duration: TimeAmount, replacingClaimed: Bool = false
+    ) -> EventLoopFuture<Connection> {
+        enum Registration {
+            case joined(EventLoopFuture<Connection>)
+            case registered(replacing: EventLoopPromise<Connection>?)
+            case full
         }
-        if let existing {
+        let promise = group.any().makePromise(of: Connection.self)
+        let registration = state.withLockedValue { state -> Registration in
+            let existing = state.punches[endpoint]
+            if let existing, existing.noiseInitiator == noiseInitiator, !(replacingClaimed && existing.claimed) {
+                return .joined(existing.accepted.futureResult)
+            }
+            guard existing != nil || state.punches.count < configuration.maximumPendingUpgrades else { return .full }
+            state.punches[endpoint] = PunchExpectation(noiseInitiator: noiseInitiator, peer: peer, accepted: promise)
+            // A claimed entry is completed by its connection's upgrade; an unclaimed one only by us.
+            return .registered(replacing: existing.flatMap { $0.claimed ? nil : $0.accepted })
+        }
+        switch registration {
+        case .joined(let existing):
             promise.fail(TransportError(.hostDialFailed, "superseded"))
             return existing
+        case .full:
+            promise.fail(TransportError(.hostConnectionLimit, "too many hole punches expected at once (\(configuration.maximumPendingUpgrades))"))
+            return promise.futureResult
+        case .registered(let replaced):
+            replaced?.fail(TransportError(.hostDialFailed, "superseded by a punch with the other Noise role"))
         }
-        let expiry = promise.futureResult.eventLoop.scheduleTask(in: duration) { [self] in
-            self.state.withLockedValue { state in
-                if state.punches[endpoint]?.accepted.futureResult === promise.futureResult { state.punches[endpoint] = nil }
+        promise.futureResult.eventLoop.scheduleTask(in: duration) { [self] in
+            let unclaimed = self.state.withLockedValue { state -> Bool in
+                guard let entry = state.punches[endpoint], entry.accepted.futureResult === promise.futureResult else {
+                    return false
+                }
+                state.punches[endpoint] = nil
+                return !entry.claimed
             }
-            promise.fail(TransportError(.hostDialFailed, "no connection from \(endpoint) within \(duration)"))
+            // A claimed entry is completed by the accepted connection's upgrade, not here.
+            if unclaimed {
+                promise.fail(TransportError(.hostDialFailed, "no connection from \(endpoint) within \(duration)"))
+            }
         }
-        promise.futureResult.whenComplete { _ in expiry.cancel() }
         return promise.futureResult
     }
 
@@ -538,10 +574,13 @@ public final class PunchHost: Sendable {
 
     /// Closes the listeners and every connection, and ends ``events``.
     public func close() async {
-        let (listeners, connections) = state.withLockedValue { state in
+        let (listeners, connections, punches) = state.withLockedValue { state in
             state.closed = true
-            return (state.listeners, Array(state.connections.values))
+            let unclaimed = state.punches.values.filter { !$0.claimed }.map(\.accepted)
+            state.punches.removeAll()
+            return (state.listeners, Array(state.connections.values), unclaimed)
         }
+        for punch in punches { punch.fail(TransportError(.hostClosed, "the host closed")) }
         for listener in listeners { try? await listener.channel.close() }
         for connection in connections { await connection.close() }
         eventContinuation.finish()
