@@ -106,7 +106,17 @@ public enum RelayClient {
         on host: PunchHost, configuration: RelayConfiguration = RelayConfiguration(),
         accept: @escaping @Sendable (_ relay: PeerID) -> Bool = { _ in true }
     ) {
+        let floodGuard = StreamFloodGuard(burst: configuration.streamBurst, perSecond: configuration.streamsPerSecond)
         host.setChannelHandler(for: RelayProtocol.stop) { stream, relayConnection in
+            guard floodGuard.admit(relayConnection) else {
+                // A relay that floods us with STOP streams is cut off (its circuits go with it).
+                var message = PBRelayStopMessage()
+                message.type = .status
+                message.status = .resourceLimitExceeded
+                stream.writeRelayMessage(message).whenComplete { _ in stream.close(promise: nil) }
+                Task { await relayConnection.close() }
+                return stream.eventLoop.makeSucceededVoidFuture()
+            }
             let reader = RelayMessageReader(maximumMessageLength: configuration.maximumMessageLength, eventLoop: stream.eventLoop)
             do {
                 try stream.pipeline.syncOperations.addHandler(reader)

@@ -23,6 +23,13 @@ public struct RelayConfiguration: Sendable {
     public var maximumMessageLength = 4096
     /// How long a hop or stop exchange may take. Default 10 seconds.
     public var exchangeTimeout: TimeAmount = .seconds(10)
+    /// Hop streams (at a relay) or stop streams (at a client) one connection may open at once
+    /// before ``streamsPerSecond`` applies. Default 16.
+    public var streamBurst = 16
+    /// Hop or stop streams per second one connection may open after its burst. A connection
+    /// over it is refused with RESOURCE_LIMIT_EXCEEDED and closed: the peer is cut off.
+    /// Default 4 (an honest client reserves once an hour and connects once per circuit).
+    public var streamsPerSecond = 4
 
     public init() {}
 

@@ -25,6 +25,8 @@ public final class RelayServer: Sendable {
         public var bytesRelayed: UInt64 = 0
         /// Refusals by the status sent.
         public var refusals: [String: Int] = [:]
+        /// Connections closed because they flooded hop streams.
+        public var cutOff = 0
     }
 
     /// An event for operators (`punch relay --json`).
@@ -34,6 +36,9 @@ public final class RelayServer: Sendable {
         case circuitOpened(from: PeerID, to: PeerID)
         case circuitClosed(from: PeerID, to: PeerID, bytes: UInt64, reason: String)
         case refused(peer: PeerID, request: String, status: PBRelayStatus)
+        /// The peer opened hop streams faster than ``RelayConfiguration/streamsPerSecond``: its
+        /// connection was closed.
+        case cutOff(peer: PeerID, reason: String)
     }
 
     private struct Reservation {
@@ -55,6 +60,7 @@ public final class RelayServer: Sendable {
     private let logger = Logger(label: "punch.relay")
     /// The relay's public addresses, ending in its `/p2p/` PeerID, given to clients in reservations.
     private let advertisedAddresses: NIOLockedValueBox<[Multiaddr]>
+    private let floodGuard: StreamFloodGuard
 
     /// Starts serving the hop protocol on `host`.
     ///
@@ -71,6 +77,7 @@ public final class RelayServer: Sendable {
         self.configuration = configuration
         self.onEvent = onEvent
         self.advertisedAddresses = NIOLockedValueBox(addresses.map { $0.appendingPeerID(host.peerID.multihash) })
+        self.floodGuard = StreamFloodGuard(burst: configuration.streamBurst, perSecond: configuration.streamsPerSecond)
         // The host keeps the relay: it serves for as long as the host does (a caller need not hold it).
         host.setChannelHandler(for: RelayProtocol.hop) { stream, connection in
             self.serveHop(stream, connection: connection)
@@ -95,6 +102,14 @@ public final class RelayServer: Sendable {
     // MARK: Hop
 
     private func serveHop(_ stream: Channel, connection: Connection) -> EventLoopFuture<Void> {
+        guard floodGuard.admit(connection) else {
+            let peer = connection.remotePeerID
+            state.withLockedValue { $0.metrics.cutOff += 1 }
+            refuse(stream, peer: peer, request: "hop stream", status: .resourceLimitExceeded)
+            onEvent(.cutOff(peer: peer, reason: "more than \(configuration.streamBurst) hop streams at once, then \(configuration.streamsPerSecond)/s"))
+            Task { await connection.close() }
+            return stream.eventLoop.makeSucceededVoidFuture()
+        }
         let reader = RelayMessageReader(maximumMessageLength: configuration.maximumMessageLength, eventLoop: stream.eventLoop)
         do {
             try stream.pipeline.syncOperations.addHandler(reader)

@@ -97,12 +97,14 @@ struct ListenCommand: AsyncParsableCommand {
 struct EventPrinter: Sendable {
     let json: Bool
 
-    func listening(_ peer: PeerID, _ addresses: [Multiaddr]) {
+    /// The first line: our PeerID and addresses; `extra` adds JSON fields and `lines` text lines.
+    func listening(_ peer: PeerID, _ addresses: [Multiaddr], extra: [String: Any] = [:], lines: [String] = []) {
         if json {
-            JSONLine.print(["event": "listening", "peer_id": "\(peer)", "addrs": addresses.map { "\($0)" }])
+            JSONLine.print(extra.merging(["event": "listening", "peer_id": "\(peer)", "addrs": addresses.map { "\($0)" }]) { $1 })
         } else {
             Swift.print("peer id \(peer)")
             for address in addresses { Swift.print("listening on \(address)") }
+            for line in lines { Swift.print(line) }
         }
         fflush(nil)
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import Punch
 
 extension RelayError: CodedError {
@@ -17,14 +18,21 @@ struct RelayCommand: AsyncParsableCommand {
             forwards ciphertext. Each circuit is limited in duration and bytes per direction \
             (0 means unlimited, for a private relay). Runs until SIGINT or SIGTERM.
 
+            The relay also answers STUN Binding requests on UDP --stun-port (default 3478; 0 \
+            turns it off) of every address it listens on, so peers learn their public address \
+            from the box they reserve on. With --metrics HOST:PORT it serves Prometheus metrics \
+            at http://HOST:PORT/metrics (reservations, circuits, bytes relayed, refusals by \
+            status, STUN responses and drops, connections by path).
+
             With --json, the first line is
-              {"event":"listening","peer_id":"12D3KooW...","addrs":[...]}
+              {"event":"listening","peer_id":"12D3KooW...","addrs":[...],"stun":["IP:3478"],"metrics":"http://..."}
             then one line per event: reserved, reservation_ended, circuit_opened,
-            circuit_closed, refused, connected, disconnected.
+            circuit_closed, refused, cut_off, connected, disconnected.
 
             Examples:
               punch relay --listen /ip4/0.0.0.0/tcp/4001
               punch relay --listen /ip4/203.0.113.10/tcp/4001 --limit-duration 0 --limit-bytes 0 --json
+              punch relay --listen /ip4/0.0.0.0/tcp/4001 --metrics 127.0.0.1:9464
             """
     )
 
@@ -40,11 +48,20 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes a circuit carries each way; 0: no limit.", valueName: "n"))
     var limitBytes: UInt64 = 128 * 1024
 
+    @Option(name: .long, help: ArgumentHelp("The UDP port of the STUN server on each listen address; 0: no STUN server.", valueName: "n"))
+    var stunPort: UInt16 = 3478
+
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics.", valueName: "host:port"))
+    var metrics: String?
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
     func validate() throws {
         guard limitDuration >= 0 else { throw ValidationError("--limit-duration must be 0 or more") }
+        if let metrics, (try? IPEndpoint(metrics)) == nil {
+            throw ValidationError("--metrics wants IP:PORT (such as 127.0.0.1:9464 or [::1]:9464), not \(metrics)")
+        }
     }
 
     func run() async throws {
@@ -64,12 +81,45 @@ struct RelayCommand: AsyncParsableCommand {
             ) { event in
                 output.relay(event)
             }
-            output.listening(host.peerID, addresses)
+            // STUN on each distinct listen IP (RFC 8489 Binding; the same box as the relay, so a
+            // peer learns the address its reservation connection leaves from).
+            var stunServers: [STUNServer] = []
+            if stunPort != 0 {
+                var ips: [IPAddress] = []
+                for address in addresses {
+                    if case .ip(let ip)? = address.transport?.host, !ips.contains(ip) { ips.append(ip) }
+                }
+                for ip in ips {
+                    do {
+                        stunServers.append(try await STUNServer.start(STUNServerConfiguration(listen: IPEndpoint(address: ip, port: stunPort))))
+                    } catch let error as DiscoveryError {
+                        throw DiscoveryError(error.code, "the relay's STUN server: \(error.message); choose another port with --stun-port N, or none with --stun-port 0")
+                    }
+                }
+            }
+            let stunAddresses = stunServers.flatMap(\.localAddresses).map(\.description)
+            var metricsChannel: Channel?
+            if let metrics {
+                let exporter = RelayMetrics()
+                let servers = stunServers
+                metricsChannel = try await MetricsEndpoint.start(at: try IPEndpoint(metrics)) {
+                    var statistics: [STUNServerStateMachine.Statistics] = []
+                    for server in servers { if let value = try? await server.statistics() { statistics.append(value) } }
+                    return exporter.render(relay: relay.metrics, stun: statistics, connections: host.connections)
+                }
+            }
+            let metricsURL = metricsChannel?.localAddress.flatMap(IPEndpoint.init).map { "http://\($0)/metrics" }
+            var extra: [String: Any] = ["stun": stunAddresses]
+            if let metricsURL { extra["metrics"] = metricsURL }
+            output.listening(
+                host.peerID, addresses, extra: extra,
+                lines: stunAddresses.map { "STUN on udp \($0)" } + (metricsURL.map { ["metrics at \($0)"] } ?? []))
             let events = Task {
                 for await event in host.events { output.print(event) }
             }
             await SignalWaiter.waitForTermination()
-            _ = relay
+            try? await metricsChannel?.close()
+            for server in stunServers { try? await server.close() }
             await host.close()
             _ = await events.value
         } catch {
@@ -95,6 +145,8 @@ extension EventPrinter {
             emitLine(
                 ["event": "refused", "peer_id": "\(peer)", "request": request, "status": status.name],
                 "refused \(request) from \(peer): \(status.name)")
+        case .cutOff(let peer, let reason):
+            emitLine(["event": "cut_off", "peer_id": "\(peer)", "reason": reason], "cut off \(peer): \(reason)")
         }
     }
 }

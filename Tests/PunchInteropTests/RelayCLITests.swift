@@ -1,5 +1,12 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import Punch
 import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// `punch relay`, `punch listen --relay` and `punch dial` through a circuit, as a user runs them,
 /// on loopback.
@@ -11,7 +18,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
 
         let relay = try BackgroundProcess(punch, [
-            "relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--identity", directory.appendingPathComponent("relay.key").path, "--json",
+            "relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--stun-port", "0",
+            "--identity", directory.appendingPathComponent("relay.key").path, "--json",
         ])
         defer { _ = relay.stop() }
         let relayListening = try relay.waitForEvent("listening")
@@ -50,5 +58,77 @@ import Testing
         #expect(tooMuch.stdout.contains(#""ok":false"#))
         let closed = try relay.waitForJSON { $0["event"] as? String == "circuit_closed" && ($0["reason"] as? String ?? "").contains("data limit") }
         #expect((closed["bytes"] as? Int ?? 0) >= 128 * 1024)
+    }
+
+    /// The relay's STUN server answers on its listen address, and its Prometheus endpoint counts
+    /// the reservation, the circuit, the bytes and a refusal.
+    @Test func relayServesSTUNAndPrometheusMetrics() async throws {
+        let punch = try ExternalTools.punchBinary()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-relay-metrics-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let stunPort = try await Self.freeUDPPort()
+
+        let relay = try BackgroundProcess(punch, [
+            "relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--stun-port", "\(stunPort)", "--metrics", "127.0.0.1:0",
+            "--identity", directory.appendingPathComponent("relay.key").path, "--json",
+        ])
+        defer { _ = relay.stop() }
+        let listening = try relay.waitForEvent("listening")
+        let relayAddress = try #require((listening["addrs"] as? [String])?.first)
+        #expect(listening["stun"] as? [String] == ["127.0.0.1:\(stunPort)"])
+        let metricsURL = try #require((listening["metrics"] as? String).flatMap(URL.init(string:)))
+
+        // STUN: a Binding request to the relay's box tells us our address.
+        let client = try await STUNClient.bind(to: IPEndpoint("127.0.0.1:0"))
+        let response = try await client.binding(to: IPEndpoint(address: try IPAddress("127.0.0.1"), port: stunPort))
+        let local = client.localAddress
+        try await client.close()
+        #expect(response.mappedAddress == local)
+
+        let listener = try BackgroundProcess(punch, [
+            "listen", "--listen", "/ip4/127.0.0.1/tcp/0", "--relay", relayAddress,
+            "--identity", directory.appendingPathComponent("listener.key").path, "--json",
+        ])
+        defer { _ = listener.stop() }
+        let circuit = try #require((try listener.waitForEvent("reserved")["circuit_addrs"] as? [String])?.first)
+        let dial = try ExternalTools.run(punch, ["dial", circuit, "--bytes", "4096", "--json"], timeout: 60)
+        #expect(dial.status == 0, "punch dial failed: \(dial.stdout) \(dial.stderr)")
+        _ = try relay.waitForEvent("circuit_closed")
+        // A circuit to a peer without a reservation is refused with NO_RESERVATION.
+        let unknown = relayAddress + "/p2p-circuit/p2p/\(PrivateKey.generate().peerID)"
+        let refused = try ExternalTools.run(punch, ["dial", unknown, "--json"], timeout: 60)
+        #expect(refused.status != 0)
+        _ = try relay.waitForEvent("refused")
+
+        let (body, reply) = try await URLSession.shared.data(from: metricsURL)
+        #expect((reply as? HTTPURLResponse)?.statusCode == 200)
+        #expect((reply as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        let text = String(decoding: body, as: UTF8.self)
+        let samples = Dictionary(
+            text.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> (String, Double)? in
+                let parts = line.split(separator: " ")
+                guard parts.count == 2, let value = Double(parts[1]) else { return nil }
+                return (String(parts[0]), value)
+            }, uniquingKeysWith: { $1 })
+        #expect(samples["punch_relay_reservations_active"] == 1, "\(text)")
+        #expect(samples["punch_relay_reservations_granted_total"] == 1, "\(text)")
+        #expect(samples["punch_relay_circuits_opened_total"] == 1, "\(text)")
+        #expect(samples["punch_relay_circuits_active"] == 0, "\(text)")
+        #expect((samples["punch_relay_bytes_relayed_total"] ?? 0) >= 2 * 4096, "\(text)")
+        #expect(samples[#"punch_relay_refusals_total{status="NO_RESERVATION"}"#] == 1, "\(text)")
+        #expect(samples[#"punch_stun_responses_total{result="success"}"#] == 1, "\(text)")
+        #expect((samples[#"punch_host_connections{path="direct"}"#] ?? 0) >= 1, "\(text)")
+
+        let (_, missing) = try await URLSession.shared.data(from: metricsURL.deletingLastPathComponent().appendingPathComponent("other"))
+        #expect((missing as? HTTPURLResponse)?.statusCode == 404)
+    }
+
+    /// A UDP port nothing listens on now (bound and released).
+    static func freeUDPPort() async throws -> UInt16 {
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = UInt16(channel.localAddress!.port!)
+        try await channel.close()
+        return port
     }
 }

@@ -160,4 +160,70 @@ import Testing
         #expect(answer?.status == .malformedMessage)
         #expect(trio.server.metrics.refusals["MALFORMED_MESSAGE"] == 1)
     }
+
+    @Test func aPeerFloodingHopStreamsIsCutOffAndOthersCarryOn() async throws {
+        let trio = try await Trio.make {
+            $0.streamBurst = 4
+            $0.streamsPerSecond = 1
+        }
+        defer { Task { await trio.close() } }
+        let flooder = try await trio.b.dial(trio.relayAddress)
+        var cutOffAfter: Int?
+        for attempt in 1...20 {
+            do {
+                _ = try await RelayClient.connect(to: PrivateKey.generate().peerID, via: flooder, host: trio.b)
+            } catch let error as RelayError where error.status == .resourceLimitExceeded {
+                cutOffAfter = attempt
+                break
+            } catch let error as RelayError where error.status == .noReservation {
+                continue
+            } catch {
+                // The connection may close before the refusal is read.
+                cutOffAfter = attempt
+                break
+            }
+        }
+        // The burst of 4 is served (each refused for want of a reservation), then the flood is cut.
+        #expect((cutOffAfter ?? 0) >= 5)
+        try await flooder.closeFuture.get()
+        #expect(trio.server.metrics.cutOff == 1)
+        #expect(trio.server.metrics.refusals["NO_RESERVATION", default: 0] >= 4)
+        // Another peer's reservation and a circuit to it still work.
+        _ = try await RelayClient.reserve(on: trio.aToRelay, host: trio.a)
+        let other = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        defer { Task { await other.close() } }
+        let circuit = try await RelayClient.connect(to: trio.a.peerID, via: try await other.dial(trio.relayAddress), host: other)
+        #expect(try await circuit.echo(bytes: 1024).bytes == 1024)
+    }
+
+    @Test func aRelayFloodingStopStreamsIsCutOff() async throws {
+        let client = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        var configuration = RelayConfiguration()
+        configuration.streamBurst = 2
+        configuration.streamsPerSecond = 1
+        configuration.exchangeTimeout = .seconds(30)
+        RelayClient.acceptCircuits(on: client, configuration: configuration)
+        let address = try await client.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        let flooder = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        defer { Task { await flooder.close(); await client.close() } }
+        let connection = try await flooder.dial(address)
+        // Streams that say nothing: the client waits for their STOP message, up to the limit.
+        var streams: [HostStream] = []
+        var refusal: PBRelayStopMessage?
+        for _ in 1...10 {
+            guard let stream = try? await connection.openStream(protocol: RelayProtocol.stop) else { break }
+            streams.append(stream)
+            if streams.count > 2 {
+                refusal = try? await stream.channel.executeThenClose { inbound, _ in
+                    var received = ByteBuffer()
+                    for try await var chunk in inbound { received.writeBuffer(&chunk) }
+                    return try ProtobufFraming.readDelimited(PBRelayStopMessage.self, from: &received, maximumLength: 4096)
+                }
+                break
+            }
+        }
+        #expect(refusal?.status == .resourceLimitExceeded)
+        try await connection.closeFuture.get()
+        for stream in streams { try? await stream.channel.channel.close() }
+    }
 }
