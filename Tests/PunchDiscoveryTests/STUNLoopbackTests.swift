@@ -44,9 +44,11 @@ import Testing
                 #expect(response.message.software == "punch")
                 #expect(response.message.hasFingerprint, "the client sends FINGERPRINT, so the server answers with one")
                 let statistics = try await client.statistics()
-                #expect(statistics.completed == 1 && statistics.retransmissions == 0)
+                #expect(statistics.completed == 1)
+                // On a loaded machine the request may be retransmitted; the server answers each copy.
+                let answered = try await server.statistics().successResponses
+                #expect(answered >= 1 && answered <= 1 + statistics.retransmissions)
             }
-            #expect(try await server.statistics().successResponses == 1)
         }
     }
 
@@ -118,8 +120,10 @@ import Testing
                 #expect(result.hairpin == true && result.portPreserved == true)
                 #expect(result.mappedAddress == client.localAddress)
                 // A second request joined the running classification instead of starting another.
+                // (Each copy of a retransmitted request is answered: a loaded machine may add some.)
                 let answered = try await server.statistics().successResponses
-                #expect(answered == result.successfulObservations)
+                let retransmissions = try await client.statistics().retransmissions
+                #expect(answered >= result.successfulObservations && answered <= result.successfulObservations + retransmissions)
                 #expect(await classifier.current == result)
             }
         }

@@ -62,7 +62,8 @@ import Testing
         }
         // The gateway restarts: its epoch starts again from 0.
         fake.epoch.withLockedValue { $0 = 0 }
-        guard case .lost(let error) = await events.next() else { Issue.record("expected lost"); return }
+        let next = await events.next()
+        guard case .lost(let error)? = next else { Issue.record("expected lost, got \(String(describing: next))"); return }
         #expect(error.code == .mappingLost)
         #expect(await events.next() == .mapped(mapping))
         await mapper.shutdown()
@@ -97,7 +98,8 @@ import Testing
         let announce = PCPResponse(opcode: .announce, resultCode: .success, lifetime: 0, epoch: 1).encoded
         try await server.channel.writeAndFlush(AddressedEnvelope(remoteAddress: try SocketAddress(ipAddress: "127.0.0.1", port: announcementPort), data: ByteBuffer(bytes: announce))).get()
         // Without the announcement the next renewal would be 30 minutes away.
-        guard case .lost(let error) = await events.next() else { Issue.record("expected lost"); return }
+        let next = await events.next()
+        guard case .lost(let error)? = next else { Issue.record("expected lost, got \(String(describing: next))"); return }
         #expect(error.message.contains("restarted"))
         #expect(await events.next() == .mapped(mapping))
         await mapper.shutdown()
