@@ -26,6 +26,17 @@ public struct HolePunchConfiguration: Sendable {
     public var dialTimeout: TimeAmount = .seconds(5)
     /// The most DCUtR exchanges served at once (the responding side). Default 16.
     public var maximumConcurrentExchanges = 16
+    /// Exchanges ``HolePuncher/keepUpgrading(_:host:localAddresses:configuration:onRound:)`` runs
+    /// on one relayed connection before it leaves it relayed: the first and 3 retries. Default 4.
+    public var rounds = 4
+    /// The wait before the first retry; each later wait is ``retryMultiplier`` times longer
+    /// (default 5 s, then 15 s, then 45 s).
+    public var retryDelay: Duration = .seconds(5)
+    /// How much longer each wait between rounds is than the one before. Default 3.
+    public var retryMultiplier = 3
+    /// How often our addresses are checked while waiting: a new public address starts the next
+    /// round at once. Default 1 second.
+    public var addressCheckInterval: Duration = .seconds(1)
 
     public init() {}
 }

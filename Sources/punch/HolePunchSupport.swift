@@ -20,7 +20,9 @@ extension HolePunchError: CodedError {
 
 extension EventPrinter {
     /// A DCUtR outcome on `relayed`.
-    func upgrade(_ relayed: Connection, _ result: Result<HolePunchOutcome, any Error>, since: ContinuousClock.Instant? = nil) {
+    func upgrade(
+        _ relayed: Connection, _ result: Result<HolePunchOutcome, any Error>, since: ContinuousClock.Instant? = nil, retryIn: Duration? = nil
+    ) {
         switch result {
         case .success(let outcome):
             var object: [String: Any] = [
@@ -34,10 +36,15 @@ extension EventPrinter {
             emitLine(object, "upgraded \(relayed.remotePeerID) to a direct connection (\(outcome.connection.remoteAddress.map { "\($0)" } ?? "?")) on attempt \(outcome.attempt)")
         case .failure(let error):
             let coded = error as? CodedError
+            var object: [String: Any] = [
+                "event": "upgrade_failed", "peer_id": "\(relayed.remotePeerID)", "code": coded?.codeName ?? "error",
+                "message": coded?.message ?? "\(error)",
+            ]
+            if let retryIn { object["retry_in_s"] = Double(retryIn.components.seconds) }
             emitLine(
-                ["event": "upgrade_failed", "peer_id": "\(relayed.remotePeerID)", "code": coded?.codeName ?? "error",
-                 "message": coded?.message ?? "\(error)"],
-                "could not upgrade \(relayed.remotePeerID) to a direct connection: \(coded?.message ?? "\(error)"); staying relayed")
+                object,
+                "could not upgrade \(relayed.remotePeerID) to a direct connection: \(coded?.message ?? "\(error)"); staying relayed"
+                    + (retryIn.map { ", trying again in \($0.components.seconds) s" } ?? ""))
         }
     }
 }

@@ -18,7 +18,8 @@ struct ListenCommand: AsyncParsableCommand {
             With --json, the first line is
               {"event":"listening","peer_id":"12D3KooW...","addrs":["/ip4/.../tcp/4001/p2p/12D3KooW..."]}
             and each connection event follows as one line: connected, identified, echo,
-            disconnected, connection_failed. With --relay, each reservation prints
+            disconnected, connection_failed, upgraded, upgrade_failed (with retry_in_s when
+            another hole punch follows). With --relay, each reservation prints
               {"event":"reserved","relay":...,"circuit_addrs":[...],"expires_in_s":...}
             and is refreshed before it expires; a lost relay is re-reserved with backoff.
 
@@ -67,15 +68,13 @@ struct ListenCommand: AsyncParsableCommand {
                     output.print(event)
                     if case .connected(let connection) = event, connection.path == .relayed, connection.direction == .inbound {
                         Task {
+                            // Retried with backoff while the peer is only relayed (and at once
+                            // when our public addresses change).
                             let since = ContinuousClock.now
-                            let result: Result<HolePunchOutcome, any Error>
-                            do {
-                                result = .success(
-                                    try await HolePuncher.initiate(over: connection, host: host, localAddresses: await ObservedAddresses.of(host)))
-                            } catch {
-                                result = .failure(error)
+                            await HolePuncher.keepUpgrading(connection, host: host, localAddresses: { await ObservedAddresses.of(host) }) {
+                                result, retryIn in
+                                output.upgrade(connection, result, since: since, retryIn: retryIn)
                             }
-                            output.upgrade(connection, result, since: since)
                         }
                     }
                 }

@@ -43,7 +43,7 @@ import Testing
         let aAddress: Multiaddr
         let outcomes: AsyncStream<Result<HolePunchOutcome, any Error>>
 
-        static func make() async throws -> Setup {
+        static func make(offering offered: [Multiaddr] = [try! Multiaddr("/ip4/198.51.100.1/tcp/4001")]) async throws -> Setup {
             let relay = PunchHost(configuration: HostConfiguration(identity: .generate()))
             let relayAddress = try await relay.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
             let server = RelayServer(host: relay, addresses: [relayAddress.withoutPeerID()])
@@ -51,7 +51,7 @@ import Testing
             let a = PunchHost(configuration: HostConfiguration(identity: .generate()))
             let aAddress = try await a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
             let (outcomes, continuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self)
-            HolePuncher.serve(on: a, localAddresses: { _ in [try! Multiaddr("/ip4/198.51.100.1/tcp/4001")] }) { _, result in
+            HolePuncher.serve(on: a, localAddresses: { _ in offered }) { _, result in
                 continuation.yield(result)
             }
             RelayClient.acceptCircuits(on: a)
@@ -183,4 +183,96 @@ import Testing
         }
         #expect(error.code == .notRelayed)
     }
+}
+
+/// `HolePuncher.keepUpgrading`: rounds with growing waits, an early round when our addresses
+/// change, and no further round once the relayed connection is gone or a direct one exists.
+/// The responder offers no address, so every round fails before SYNC and nothing is dialed.
+@Suite struct HolePunchRetryTests {
+    final class Rounds: Sendable {
+        let log = NIOLockedValueBox<[(failed: Bool, retryIn: Duration?)]>([])
+        var count: Int { log.withLockedValue { $0.count } }
+        func record(_ result: Result<HolePunchOutcome, any Error>, _ retryIn: Duration?) {
+            log.withLockedValue { $0.append((result.failed, retryIn)) }
+        }
+        func wait(for rounds: Int) async throws {
+            for _ in 0..<1500 where count < rounds { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(count >= rounds, "round \(rounds) did not start")
+        }
+    }
+
+    static let ours = [try! Multiaddr("/ip4/198.51.100.2/tcp/4001")]
+
+    static func configuration(delay: Duration, rounds: Int = 4) -> HolePunchConfiguration {
+        var configuration = HolePunchConfiguration()
+        configuration.rounds = rounds
+        configuration.retryDelay = delay
+        configuration.retryMultiplier = 2
+        configuration.addressCheckInterval = .milliseconds(20)
+        return configuration
+    }
+
+    @Test func roundsWaitLongerEachTimeThenStop() async throws {
+        let setup = try await HolePunchResponderTests.Setup.make(offering: [])
+        defer { Task { await setup.close() } }
+        let rounds = Rounds()
+        let outcome = await HolePuncher.keepUpgrading(
+            setup.relayed, host: setup.b, localAddresses: { Self.ours }, configuration: Self.configuration(delay: .milliseconds(50), rounds: 3),
+            onRound: rounds.record)
+        #expect(outcome == nil)
+        let log = rounds.log.withLockedValue { $0 }
+        #expect(log.map(\.failed) == [true, true, true])
+        #expect(log.map(\.retryIn) == [.milliseconds(50), .milliseconds(100), nil])
+    }
+
+    @Test func aNewAddressStartsTheNextRoundAtOnce() async throws {
+        let setup = try await HolePunchResponderTests.Setup.make(offering: [])
+        defer { Task { await setup.close() } }
+        let rounds = Rounds()
+        let addresses = NIOLockedValueBox(Self.ours)
+        let task = Task {
+            await HolePuncher.keepUpgrading(
+                setup.relayed, host: setup.b, localAddresses: { addresses.withLockedValue { $0 } },
+                configuration: Self.configuration(delay: .seconds(600)), onRound: rounds.record)
+        }
+        defer { task.cancel() }
+        try await rounds.wait(for: 1)
+        // Waiting 600 s for round 2 — unless our public address changes.
+        addresses.withLockedValue { $0 = [try! Multiaddr("/ip4/198.51.100.3/tcp/4001")] }
+        try await rounds.wait(for: 2)
+    }
+
+    @Test func noFurtherRoundOnceTheRelayedConnectionCloses() async throws {
+        let setup = try await HolePunchResponderTests.Setup.make(offering: [])
+        defer { Task { await setup.close() } }
+        let rounds = Rounds()
+        let task = Task {
+            await HolePuncher.keepUpgrading(
+                setup.relayed, host: setup.b, localAddresses: { Self.ours }, configuration: Self.configuration(delay: .seconds(600)),
+                onRound: rounds.record)
+        }
+        try await rounds.wait(for: 1)
+        await setup.relayed.close()
+        #expect(await task.value == nil)
+        #expect(rounds.count == 1)
+    }
+
+    @Test func noFurtherRoundOnceADirectConnectionExists() async throws {
+        let setup = try await HolePunchResponderTests.Setup.make(offering: [])
+        defer { Task { await setup.close() } }
+        let rounds = Rounds()
+        let task = Task {
+            await HolePuncher.keepUpgrading(
+                setup.relayed, host: setup.b, localAddresses: { Self.ours }, configuration: Self.configuration(delay: .seconds(600)),
+                onRound: rounds.record)
+        }
+        try await rounds.wait(for: 1)
+        _ = try await setup.b.dial(setup.aAddress)
+        #expect(await task.value == nil)
+        #expect(rounds.count == 1)
+    }
+}
+
+extension Result {
+    var failed: Bool { if case .failure = self { true } else { false } }
 }

@@ -226,4 +226,53 @@ import Testing
         try await connection.closeFuture.get()
         for stream in streams { try? await stream.channel.channel.close() }
     }
+
+    /// Issue 7, "Upgrade": the direct and the relayed connection to one peer are one peer; new
+    /// streams go direct; the relayed connection closes once idle for the grace period, not while
+    /// a stream is open on it.
+    @Test func aRelayedConnectionFallsAwayOnceADirectOneExistsAndItIsIdle() async throws {
+        let trio = try await Trio.make { $0.circuitDuration = nil }
+        var configuration = HostConfiguration(identity: .generate())
+        configuration.relayedConnectionGrace = .milliseconds(300)
+        let b = PunchHost(configuration: configuration)
+        defer { Task { await b.close(); await trio.close() } }
+        let aAddress = try await trio.a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+
+        let relayed = try await RelayClient.connect(to: trio.a.peerID, via: try await b.dial(trio.relayAddress), host: b)
+        #expect(b.connection(to: trio.a.peerID) === relayed)
+        let held = try await relayed.openStream(protocol: Echo.protocolID)
+        let direct = try await b.dial(aAddress)
+        #expect(b.connection(to: trio.a.peerID) === direct)
+        let viaHost = try await b.openStream(to: trio.a.peerID, protocol: Echo.protocolID)
+        #expect(viaHost.connection === direct)
+        try await viaHost.channel.channel.close()
+
+        // Three grace periods with a stream open: the relayed connection stays.
+        try await Task.sleep(for: .milliseconds(900))
+        #expect(relayed.isActive)
+        #expect(relayed.openStreamCount >= 1)
+        try await held.channel.channel.close()
+        for _ in 0..<300 where relayed.isActive { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!relayed.isActive, "the idle relayed connection was not closed")
+        #expect(direct.isActive)
+        #expect(b.connections(to: trio.a.peerID) == [direct])
+        #expect(try await direct.echo(bytes: 4096).bytes == 4096)
+    }
+
+    @Test func aRelayedConnectionStaysWhenTheDirectOneCloses() async throws {
+        let trio = try await Trio.make { $0.circuitDuration = nil }
+        var configuration = HostConfiguration(identity: .generate())
+        configuration.relayedConnectionGrace = .milliseconds(400)
+        let b = PunchHost(configuration: configuration)
+        defer { Task { await b.close(); await trio.close() } }
+        let aAddress = try await trio.a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        let relayed = try await RelayClient.connect(to: trio.a.peerID, via: try await b.dial(trio.relayAddress), host: b)
+        let held = try await relayed.openStream(protocol: Echo.protocolID)
+        let direct = try await b.dial(aAddress)
+        await direct.close()
+        try await held.channel.channel.close()
+        try await Task.sleep(for: .milliseconds(1200))
+        #expect(relayed.isActive, "the relayed connection is the only one left; it must stay")
+        #expect(b.connection(to: trio.a.peerID) === relayed)
+    }
 }

@@ -30,6 +30,11 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
         var opener: YamuxStreamOpener?
         var identify: Task<IdentifyInfo, Error>?
         var closeError: TransportError?
+        var openStreams = 0
+        /// When the last stream closed (or the connection came up without streams).
+        var idleSince: NIODeadline? = .now()
+        /// A ``PunchHost`` watches this relayed connection to close it once idle.
+        var reaping = false
     }
 
     private let state = NIOLockedValueBox(State())
@@ -85,6 +90,12 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
         return "Connection(\(direction.rawValue) \(path.rawValue) \(peer) \(remoteAddress.map { "\($0)" } ?? "?"))"
     }
 
+    /// Streams open now, both directions (ping and identify included while they run).
+    public var openStreamCount: Int { state.withLockedValue { $0.openStreams } }
+
+    /// Since when the connection has had no open stream; `nil` while streams are open.
+    public var idleSince: NIODeadline? { state.withLockedValue { $0.openStreams == 0 ? $0.idleSince : nil } }
+
     public static func == (lhs: Connection, rhs: Connection) -> Bool { lhs === rhs }
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 
@@ -108,8 +119,9 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
             throw TransportError(.connectionClosed, "the connection is not ready")
         }
         let router = streamRouter
-        let negotiated = try await opener.openStream { stream in
-            stream.eventLoop.makeCompletedFuture {
+        let negotiated = try await opener.openStream { [self] stream in
+            self.streamOpened(stream)
+            return stream.eventLoop.makeCompletedFuture {
                 try router.negotiateOutbound(stream, proposing: protocols)
             }
         }
@@ -129,8 +141,9 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
             throw TransportError(.connectionClosed, "the connection is not ready")
         }
         let router = streamRouter
-        let negotiated = try await opener.openStream { stream in
-            stream.eventLoop.makeCompletedFuture {
+        let negotiated = try await opener.openStream { [self] stream in
+            self.streamOpened(stream)
+            return stream.eventLoop.makeCompletedFuture {
                 try router.negotiateOutbound(stream, proposing: [protocolID]) { _, channel in initializer(channel) }
             }
         }
@@ -174,6 +187,28 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     func multiplexerReady(_ opener: YamuxStreamOpener) {
         state.withLockedValue { $0.opener = opener }
     }
+
+    /// Counts a stream (either direction) until its channel closes.
+    func streamOpened(_ stream: Channel) {
+        state.withLockedValue { $0.openStreams += 1 }
+        stream.closeFuture.whenComplete { [self] _ in
+            self.state.withLockedValue { state in
+                state.openStreams -= 1
+                if state.openStreams == 0 { state.idleSince = .now() }
+            }
+        }
+    }
+
+    /// Marks the connection as watched by a reaper; `false` if one already watches it.
+    func startReaping() -> Bool {
+        state.withLockedValue { state in
+            guard !state.reaping else { return false }
+            state.reaping = true
+            return true
+        }
+    }
+
+    func stopReaping() { state.withLockedValue { $0.reaping = false } }
 
     func recordError(_ error: TransportError) {
         state.withLockedValue { if $0.closeError == nil { $0.closeError = error } }

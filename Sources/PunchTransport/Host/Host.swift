@@ -236,6 +236,7 @@ public final class PunchHost: Sendable {
             expectedPeer: expectedPeer
         ) { [weak connection] stream in
             guard let connection else { return stream.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+            connection.streamOpened(stream)
             return router.acceptInbound(stream, connection: connection)
         }
     }
@@ -263,6 +264,7 @@ public final class PunchHost: Sendable {
                 self.state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
                 self.eventContinuation.yield(.disconnected(connection, error: connection.closeError))
             }
+            watchRelayedConnections(to: connection.remotePeerID)
             if configuration.identifyOnConnect {
                 Task { [self] in
                     if let info = try? await connection.identify() {
@@ -564,6 +566,54 @@ public final class PunchHost: Sendable {
     /// The open connections to `peer`.
     public func connections(to peer: PeerID) -> [Connection] {
         connections.filter { $0.remotePeerID == peer }
+    }
+
+    /// The connection new streams to `peer` should use: a direct one if there is one (the most
+    /// recent), else a relayed one; `nil` when there is none.
+    public func connection(to peer: PeerID) -> Connection? {
+        let candidates = connections(to: peer).filter(\.isActive)
+        return candidates.first { $0.path == .direct } ?? candidates.first
+    }
+
+    /// Opens a stream to `peer` on ``connection(to:)``: direct when a direct connection exists.
+    /// - Throws: ``TransportError`` `.connectionClosed` when there is no connection to `peer`;
+    ///   otherwise as ``Connection/openStream(protocol:)``.
+    public func openStream(to peer: PeerID, protocol protocolID: String) async throws -> HostStream {
+        guard let connection = connection(to: peer) else {
+            throw TransportError(.connectionClosed, "no connection to \(peer); dial it first")
+        }
+        return try await connection.openStream(protocol: protocolID)
+    }
+
+    /// The relayed connections to `peer` fall away once a direct one exists: each is closed when it
+    /// has had no open stream for ``HostConfiguration/relayedConnectionGrace``. If the direct
+    /// connection goes first, the relayed one stays (and is watched again at the next direct one).
+    private func watchRelayedConnections(to peer: PeerID) {
+        guard let grace = configuration.relayedConnectionGrace else { return }
+        let relayed = state.withLockedValue { state -> [Connection] in
+            let mine = state.connections.values.filter { $0.remotePeerID == peer }
+            guard mine.contains(where: { $0.path == .direct }) else { return [] }
+            return mine.filter { $0.path == .relayed }
+        }
+        let interval = TimeAmount.nanoseconds(max(grace.nanoseconds / 4, 10_000_000))
+        for connection in relayed where connection.startReaping() {
+            connection.channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] task in
+                guard connection.isActive else {
+                    task.cancel()
+                    return
+                }
+                guard self.connections(to: peer).contains(where: { $0.path == .direct && $0.isActive }) else {
+                    connection.stopReaping()
+                    task.cancel()
+                    return
+                }
+                if let idle = connection.idleSince, NIODeadline.now() - idle >= grace {
+                    task.cancel()
+                    self.logger.debug("closing an idle relayed connection: a direct one exists", metadata: ["peer": "\(peer)"])
+                    connection.channel.close(promise: nil)
+                }
+            }
+        }
     }
 
     private func checkOpen() throws {

@@ -46,6 +46,10 @@ public struct HostConfiguration: Sendable {
     /// Whether the host runs identify on every new connection and reports it as
     /// ``HostEvent/identified(_:_:)``.
     public var identifyOnConnect: Bool = true
+    /// Once a direct connection to a peer exists, a relayed connection to the same peer is closed
+    /// after it has had no open stream for this long (new streams go direct through
+    /// ``PunchHost/connection(to:)``); `nil` keeps relayed connections. Default 10 seconds.
+    public var relayedConnectionGrace: TimeAmount? = .seconds(10)
     /// The most events kept for a slow reader of ``PunchHost/events``; the oldest are dropped first.
     public var eventBufferLimit: Int = Self.defaultEventBufferLimit
     /// multistream-select limits for the connection and its streams.
