@@ -38,6 +38,9 @@ public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible
         public static let stunSendFailed = Code("stun.sendFailed")
         /// A STUN server socket could not be bound.
         public static let stunServerBindFailed = Code("stun.serverBindFailed")
+        /// Over TCP: what came back is not a STUN response to our request, or nothing came
+        /// before the connection closed.
+        public static let stunMalformedResponse = Code("stun.malformedResponse")
         /// A configuration value is out of range.
         public static let invalidConfiguration = Code("discovery.invalidConfiguration")
     }

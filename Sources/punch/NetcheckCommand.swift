@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import NIOPosix
 import Punch
 
 /// `punch netcheck`: what the network in front of this machine does to UDP, for hole punching.
@@ -90,10 +91,48 @@ struct NetcheckCommand: AsyncParsableCommand {
                 classification = await NATClassifier(client: client).classify(server: endpoint)
                 try? await client.close()
             }
-            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value)
+            let tcp = await Self.probeTCP(reports)
+            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value, tcp: tcp)
         } catch {
             throw CommandFailure.report(error, json: json)
         }
+    }
+
+    /// What STUN over TCP said, from a listening port (as a node's, which a TCP punch uses).
+    struct TCPReport: Sendable {
+        var localPort: UInt16?
+        /// Per server (by the index in the reports): the reflexive TCP address or the error.
+        var results: [Int: Result<IPEndpoint, DiscoveryError>] = [:]
+        var mapped: IPEndpoint? {
+            results.keys.sorted().lazy.compactMap { try? self.results[$0]?.get() }.first
+        }
+    }
+
+    /// STUN over TCP to every server that answered over UDP (RFC 8489 servers listen on both),
+    /// from one listening TCP port, one after another: their answers say which public address
+    /// and port the NAT gives that port, and whether it keeps the port.
+    static func probeTCP(_ reports: [ServerReport]) async -> TCPReport {
+        var report = TCPReport()
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
+            .childChannelInitializer { channel in channel.close() }
+        guard let listener = try? await bootstrap.bind(host: "0.0.0.0", port: 0).get() else { return report }
+        defer { listener.close(promise: nil) }
+        guard let port = listener.localAddress?.port.map(UInt16.init) else { return report }
+        report.localPort = port
+        for (index, server) in reports.enumerated() {
+            guard server.response != nil, let endpoint = server.endpoint, endpoint.address.isIPv4 else { continue }
+            do {
+                let response = try await STUNTCPClient.binding(to: endpoint, from: IPEndpoint(address: try IPAddress("0.0.0.0"), port: port))
+                if let mapped = response.mappedAddress { report.results[index] = .success(mapped) }
+            } catch let error as DiscoveryError {
+                report.results[index] = .failure(error)
+            } catch {
+                report.results[index] = .failure(DiscoveryError(.stunSendFailed, "\(error)"))
+            }
+        }
+        return report
     }
 
     static func probe(_ server: STUNServerAddress, client4: STUNClient, client6: STUNClient?) async -> ServerReport {
@@ -126,15 +165,17 @@ struct NetcheckCommand: AsyncParsableCommand {
     }
 
     private func output(
-        _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport
+        _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport,
+        tcp: TCPReport
     ) {
+        let tcpPreserved = tcp.mapped.flatMap { mapped in tcp.localPort.map { mapped.port == $0 } }
         let mapped = reports.compactMap { $0.response?.mappedAddress }
         let publicV4 = mapped.first { $0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? $0 : nil }
         let publicV6 = mapped.first { !$0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? nil : $0 }
         let udp = reports.contains { $0.response != nil } || classification?.udp == true
         if json {
             func value(_ item: (some Any)?) -> Any { item.map { $0 as Any } ?? NSNull() }
-            let servers: [[String: Any]] = reports.map { report in
+            let servers: [[String: Any]] = reports.enumerated().map { index, report in
                 var object: [String: Any] = [
                     "address": report.text,
                     "resolved": value(report.endpoint?.description),
@@ -143,6 +184,11 @@ struct NetcheckCommand: AsyncParsableCommand {
                     "rfc5780": report.response?.otherAddress != nil,
                 ]
                 if let error = report.error { object["error"] = error }
+                switch tcp.results[index] {
+                case .success(let mapped)?: object["tcp_mapped"] = mapped.description
+                case .failure(let error)?: object["tcp_error"] = error.message
+                case nil: object["tcp_mapped"] = NSNull()
+                }
                 return object
             }
             JSONLine.print([
@@ -157,6 +203,8 @@ struct NetcheckCommand: AsyncParsableCommand {
                 "rfc5780_server": value(rfc5780Server?.endpoint?.description),
                 "servers": servers,
                 "port_mapping": portMapping.json,
+                "public_tcp": value(tcp.mapped?.description),
+                "tcp_port_preserved": value(tcpPreserved),
             ])
             return
         }
@@ -178,13 +226,19 @@ struct NetcheckCommand: AsyncParsableCommand {
         } else {
             lines.append("Mapping, filtering, hairpinning: unknown")
         }
+        if let mapped = tcp.mapped {
+            lines.append("Public TCP:     \(mapped) for local TCP port \(tcp.localPort.map { "\($0)" } ?? "?")\(tcpPreserved == true ? " (port preserved)" : tcpPreserved == false ? " (port changed)" : "") — what a TCP hole punch offers")
+        } else {
+            lines.append("Public TCP:     unknown (no server answered STUN over TCP)")
+        }
         lines.append("Hole punching:  \(Self.advice(classification, udp: udp))")
         lines.append("Port mapping:   \(portMapping.text)")
         lines.append("Servers:")
-        for report in reports {
+        for (index, report) in reports.enumerated() {
             if let response = report.response {
                 let latency = String(format: "%.1f ms", Self.milliseconds(response.roundTrip))
-                lines.append("  \(report.text)  \(latency)  sees \(response.mappedAddress?.description ?? "?")\(response.otherAddress != nil ? "  (RFC 5780)" : "")")
+                lines.append("  \(report.text)  \(latency)  sees \(response.mappedAddress?.description ?? "?")\(response.otherAddress != nil ? "  (RFC 5780)" : "")"
+                    + ((try? tcp.results[index]?.get()).map { ", over TCP \($0)" } ?? ""))
             } else {
                 lines.append("  \(report.text)  failed: \(report.error ?? "no answer")")
             }

@@ -12,7 +12,8 @@ struct STUNCommand: AsyncParsableCommand {
         commandName: "stun",
         abstract: "Run a STUN server (RFC 8489), or an RFC 5780 NAT behaviour discovery server.",
         discussion: """
-            Answers Binding requests with the client's reflexive address (XOR-MAPPED-ADDRESS). \
+            Answers Binding requests with the client's reflexive address (XOR-MAPPED-ADDRESS), \
+            over UDP and over TCP on the same port (RFC 8489 §6.2.2). \
             With --alternate-ip it also listens on that address and on port+1 of both, and \
             honours CHANGE-REQUEST, so clients can classify their NAT (punch netcheck, \
             turnutils_natdiscovery). Answers go only to a request's source, at most \
@@ -20,7 +21,7 @@ struct STUNCommand: AsyncParsableCommand {
             \(STUNServerConfiguration.defaultTotalRate)/s in all. Runs until SIGINT or SIGTERM.
 
             With --json the first line is
-              {"event":"listening","addrs":["203.0.113.10:3478",...],"rfc5780":true}
+              {"event":"listening","addrs":["203.0.113.10:3478",...],"rfc5780":true,"tcp":"203.0.113.10:3478"}
             and on shutdown {"event":"stopped",...} with the counters.
 
             Examples:
@@ -44,9 +45,13 @@ struct STUNCommand: AsyncParsableCommand {
             let server = try await STUNServer.start(configuration)
             let addresses = server.localAddresses.map(\.description)
             if json {
-                JSONLine.print(["event": "listening", "addrs": addresses, "rfc5780": configuration.isRFC5780])
+                JSONLine.print([
+                    "event": "listening", "addrs": addresses, "rfc5780": configuration.isRFC5780,
+                    "tcp": server.tcpAddress.map { $0.description } ?? NSNull(),
+                ])
             } else {
-                print("STUN server\(configuration.isRFC5780 ? " (RFC 5780)" : "") listening on \(addresses.joined(separator: ", "))")
+                print("STUN server\(configuration.isRFC5780 ? " (RFC 5780)" : "") listening on \(addresses.joined(separator: ", "))"
+                    + (server.tcpAddress.map { "; STUN over TCP on \($0)" } ?? ""))
             }
             fflush(nil)
             await SignalWaiter.waitForTermination()

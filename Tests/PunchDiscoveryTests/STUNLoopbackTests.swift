@@ -52,6 +52,56 @@ import Testing
         }
     }
 
+    /// STUN over TCP (RFC 8489 §6.2.2) from a port a listener also holds (SO_REUSEPORT), as a
+    /// node asks from its listening port: the reflexive address is that port's.
+    @Test func tcpBindingFromASharedListeningPort() async throws {
+        try await withServer { server in
+            let tcp = try #require(server.tcpAddress)
+            #expect(tcp == server.localAddresses.first)
+            let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
+                .childChannelInitializer { channel in channel.close() }
+                .bind(host: "127.0.0.1", port: 0).get()
+            defer { listener.close(promise: nil) }
+            let local = try #require(listener.localAddress.flatMap(IPEndpoint.init))
+            let response = try await STUNTCPClient.binding(to: tcp, from: local)
+            #expect(response.mappedAddress == local)
+            #expect(response.message.software == "punch")
+            // And from an ephemeral port.
+            let again = try await STUNTCPClient.binding(to: tcp)
+            #expect(again.mappedAddress?.address == local.address)
+            #expect(try await server.statistics().successResponses == 2)
+        }
+    }
+
+    @Test func tcpGarbageOrAnOversizedMessageClosesTheConnectionUnanswered() async throws {
+        try await withServer { server in
+            let tcp = try #require(server.tcpAddress)
+            for payload in [Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8), [0x00, 0x01, 0xFF, 0xFC] + [UInt8](repeating: 0, count: 16)] {
+                let received = NIOLockedValueBox(0)
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ByteCounter(received)) }
+                    }
+                    .connect(to: try tcp.socketAddress()).get()
+                try await channel.writeAndFlush(ByteBuffer(bytes: payload))
+                // The server closes the connection without a byte of answer.
+                try await channel.closeFuture.get()
+                #expect(received.withLockedValue { $0 } == 0)
+            }
+            #expect(try await server.statistics().droppedMalformed == 2)
+            #expect(try await STUNTCPClient.binding(to: tcp).mappedAddress != nil)
+        }
+    }
+
+    @Test func tcpToAPortWithoutAServerFailsWithATypedError() async throws {
+        let server = try await STUNServer.start(STUNServerConfiguration(listen: try IPEndpoint("127.0.0.1:0")))
+        let tcp = try #require(server.tcpAddress)
+        try await server.close()
+        await #expect(throws: DiscoveryError(.stunSendFailed, "")) { try await STUNTCPClient.binding(to: tcp) }
+    }
+
     @Test func severalServersInParallel() async throws {
         try await withServer { first in
             try await withServer { second in
@@ -322,5 +372,16 @@ final class ScriptedSocket: Sendable {
             guard let script, let request = try? STUNMessage.decode(datagram: bytes) else { return }
             for (sender, reply) in script(request, source, count) { sender.send(reply, to: source) }
         }
+    }
+}
+
+/// Counts the bytes a channel receives.
+final class ByteCounter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let count: NIOLockedValueBox<Int>
+    init(_ count: NIOLockedValueBox<Int>) { self.count = count }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data).readableBytes
+        count.withLockedValue { $0 += bytes }
     }
 }

@@ -26,6 +26,21 @@ import Testing
         }
     }
 
+    /// STUN over TCP (RFC 8489 §6.2.2): coturn listens on TCP on its listening port too.
+    @Test func punchTCPClientGetsItsAddressFromCoturn() async throws {
+        try await Self.withCoturn(addresses: ["127.0.0.1"]) { server in
+            var response: STUNBindingResponse?
+            // coturn's TCP listener may come up a moment after its UDP one.
+            for _ in 0..<20 where response == nil {
+                response = try? await STUNTCPClient.binding(to: server, timeout: .seconds(2))
+                if response == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let mapped = try #require(response?.mappedAddress)
+            #expect(mapped.address == (try IPAddress("127.0.0.1")))
+            #expect(mapped.port != server.port)
+        }
+    }
+
     @Test func punchClassifierAgainstCoturnRFC5780SeesNoNAT() async throws {
         try await Self.withCoturn(addresses: ["127.0.0.1", "127.0.0.2"]) { server in
             let client = try await STUNClient.bind(to: Self.loopback, configuration: .behaviourDiscovery)

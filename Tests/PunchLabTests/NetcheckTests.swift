@@ -47,6 +47,11 @@ extension NATLabSelfTests {
                 #expect(servers.count == 1 && servers.first?["address"] as? String == server && servers.first?["rfc5780"] as? Bool == true,
                         "\(context)")
                 #expect(servers.first?["latency_ms"] is Double, "\(context)")
+                // STUN over TCP from a listening port: the reflexive TCP address a punch offers;
+                // the NAT keeps the port exactly when it keeps UDP ports.
+                #expect((report["public_tcp"] as? String)?.hasPrefix("\(LabRouter.r1.wanAddress):") == true, "TCP: \(context)")
+                #expect(report["tcp_port_preserved"] as? Bool == mode.preservesPort, "TCP port preservation: \(context)")
+                #expect(servers.first?["tcp_mapped"] as? String == report["public_tcp"] as? String, "\(context)")
             }
         }
 

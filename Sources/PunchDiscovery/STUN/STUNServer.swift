@@ -23,12 +23,17 @@ public final class STUNServer: Sendable {
     /// The configuration, with ``STUNServerConfiguration/listen`` as actually bound.
     public let configuration: STUNServerConfiguration
     private let sockets: [(STUNServerStateMachine.Socket, any Channel)]
+    private let tcpListener: (any Channel)?
     private let core: NIOLoopBound<STUNServerCore>
     private let eventLoop: any EventLoop
 
-    private init(configuration: STUNServerConfiguration, sockets: [(STUNServerStateMachine.Socket, any Channel)], core: NIOLoopBound<STUNServerCore>, eventLoop: any EventLoop) {
+    private init(
+        configuration: STUNServerConfiguration, sockets: [(STUNServerStateMachine.Socket, any Channel)], tcpListener: (any Channel)?,
+        core: NIOLoopBound<STUNServerCore>, eventLoop: any EventLoop
+    ) {
         self.configuration = configuration
         self.sockets = sockets
+        self.tcpListener = tcpListener
         self.core = core
         self.eventLoop = eventLoop
     }
@@ -52,7 +57,8 @@ public final class STUNServer: Sendable {
     ) async throws -> STUNServer {
         try configuration.validate()
         let eventLoop = group.next()
-        let attempts = configuration.isRFC5780 && configuration.listen.port == 0 ? maximumPortPairAttempts : 1
+        // Port 0 with RFC 5780 or TCP needs more than one free port of the same number: retry.
+        let attempts = (configuration.isRFC5780 || configuration.tcp) && configuration.listen.port == 0 ? maximumPortPairAttempts : 1
         var lastError: (any Error)?
         for _ in 0..<attempts {
             do {
@@ -67,6 +73,7 @@ public final class STUNServer: Sendable {
     private static func bindAll(_ requested: STUNServerConfiguration, eventLoop: any EventLoop, logger: Logger) async throws -> STUNServer {
         let core = try await eventLoop.submit { NIOLoopBound(STUNServerCore(), eventLoop: eventLoop) }.get()
         var sockets: [(STUNServerStateMachine.Socket, any Channel)] = []
+        var tcpListener: (any Channel)?
         do {
             let primary = try await bind(requested.listen, socket: .primary, core: core, eventLoop: eventLoop, logger: logger)
             sockets.append((.primary, primary))
@@ -83,6 +90,9 @@ public final class STUNServer: Sendable {
                     sockets.append((socket, try await bind(endpoint, socket: socket, core: core, eventLoop: eventLoop, logger: logger)))
                 }
             }
+            if configuration.tcp {
+                tcpListener = try await bindTCP(bound, configuration: configuration, core: core, eventLoop: eventLoop, logger: logger)
+            }
             let channels = sockets
             let boundConfiguration = configuration
             try await eventLoop.submit {
@@ -90,11 +100,36 @@ public final class STUNServer: Sendable {
                 for (socket, channel) in channels { core.value.channels[socket] = channel }
             }.get()
             logger.debug("STUN server listening", metadata: ["addresses": "\(channels.compactMap { $0.1.localAddress })"])
-            return STUNServer(configuration: boundConfiguration, sockets: sockets, core: core, eventLoop: eventLoop)
+            return STUNServer(configuration: boundConfiguration, sockets: sockets, tcpListener: tcpListener, core: core, eventLoop: eventLoop)
         } catch {
             for (_, channel) in sockets { try? await channel.close() }
+            try? await tcpListener?.close()
             throw error
         }
+    }
+
+    /// The STUN-over-TCP listener (RFC 8489 §6.2.2) on the primary address and port: each
+    /// connection's requests go to the same state machine (and rate limits) as UDP ones.
+    private static func bindTCP(
+        _ endpoint: IPEndpoint, configuration: STUNServerConfiguration, core: NIOLoopBound<STUNServerCore>, eventLoop: any EventLoop, logger: Logger
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: eventLoop)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let core = core.value
+                    guard core.tcpConnections < configuration.maximumTCPConnections else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    core.tcpConnections += 1
+                    channel.closeFuture.whenComplete { _ in core.tcpConnections -= 1 }
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.tcpIdleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(
+                        STUNServerTCPHandler(core: core, maximumMessageLength: configuration.maximumMessageLength, logger: logger))
+                }
+            }
+            .bind(to: try endpoint.socketAddress()).get()
     }
 
     private static func bind(
@@ -115,16 +150,84 @@ public final class STUNServer: Sendable {
         return try await eventLoop.submit { core.value.machine?.statistics ?? .init() }.get()
     }
 
-    /// Stops answering and closes every socket.
+    /// The STUN-over-TCP address (the primary address and port), or `nil` without TCP.
+    public var tcpAddress: IPEndpoint? { tcpListener?.localAddress.flatMap(IPEndpoint.init) }
+
+    /// Stops answering and closes every socket (TCP connections in progress included).
     public func close() async throws {
         for (_, channel) in sockets { try? await channel.close() }
+        try? await tcpListener?.close()
     }
 }
 
-/// The state the four sockets of a server share; bound to the server's event loop.
+/// The state the sockets of a server share; bound to the server's event loop.
 final class STUNServerCore {
     var machine: STUNServerStateMachine?
     var channels: [STUNServerStateMachine.Socket: any Channel] = [:]
+    /// TCP connections open now (bounded by ``STUNServerConfiguration/maximumTCPConnections``).
+    var tcpConnections = 0
+}
+
+/// Frames STUN messages on one TCP connection by their header's length (RFC 8489 §6.2.2) and
+/// answers them on the same connection. Anything that is not STUN, or a message over the
+/// maximum length, closes the connection; a response the state machine would send from another
+/// socket (CHANGE-REQUEST) cannot travel over this connection and closes it too.
+final class STUNServerTCPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let core: STUNServerCore
+    private let maximumMessageLength: Int
+    private let logger: Logger
+    private var buffer = ByteBuffer()
+
+    init(core: STUNServerCore, maximumMessageLength: Int, logger: Logger) {
+        self.core = core
+        self.maximumMessageLength = maximumMessageLength
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        while buffer.readableBytes >= STUNMessage.headerLength {
+            guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), first & 0xC0 == 0,
+                let length = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt16.self),
+                STUNMessage.headerLength + Int(length) <= maximumMessageLength
+            else {
+                logger.trace("STUN over TCP: not STUN or too long; closing", metadata: ["source": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"])
+                core.machine?.countMalformedTCP()
+                context.close(promise: nil)
+                return
+            }
+            let total = STUNMessage.headerLength + Int(length)
+            guard buffer.readableBytes >= total else { return }
+            let message = buffer.readBytes(length: total)!
+            guard core.machine != nil, let source = context.channel.remoteAddress.flatMap(IPEndpoint.init) else {
+                context.close(promise: nil)
+                return
+            }
+            switch core.machine!.receive(message, from: source, on: .primary, now: context.eventLoop.now) {
+            case .drop:
+                continue
+            case .respond(let response, let from, _):
+                guard from == .primary else {
+                    context.close(promise: nil)
+                    return
+                }
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: response)), promise: nil)
+            }
+        }
+        if buffer.readableBytes == 0 { buffer.clear() }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
 }
 
 /// Feeds one socket's datagrams to the shared state machine and sends its answers.

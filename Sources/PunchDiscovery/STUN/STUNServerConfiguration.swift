@@ -1,3 +1,4 @@
+import NIOCore
 import PunchWire
 
 /// What a ``STUNServer`` listens on, what it says, and how fast it answers. Every limit has a
@@ -44,6 +45,16 @@ public struct STUNServerConfiguration: Sendable, Hashable {
     public var maximumTrackedSources = Self.defaultMaximumTrackedSources
     /// The largest request accepted (see ``STUNMessage/defaultMaximumLength``).
     public var maximumMessageLength = STUNMessage.defaultMaximumLength
+    /// Whether the server also answers STUN over TCP (RFC 8489 §6.2.2) on the primary address
+    /// and port, so a client learns the reflexive address of a TCP port (the one a TCP hole
+    /// punch uses). On by default. CHANGE-REQUEST is not honoured over TCP.
+    public var tcp = true
+    /// The default ``maximumTCPConnections``: 256.
+    public static let defaultMaximumTCPConnections = 256
+    /// TCP connections open at once; more are closed as they arrive.
+    public var maximumTCPConnections = Self.defaultMaximumTCPConnections
+    /// A TCP connection that sends no request for this long is closed. Default 10 seconds.
+    public var tcpIdleTimeout: TimeAmount = .seconds(10)
 
     /// A configuration with the defaults above.
     public init(listen: IPEndpoint, alternateAddress: IPAddress? = nil) {

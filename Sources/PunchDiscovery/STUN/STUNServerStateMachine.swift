@@ -96,6 +96,9 @@ public struct STUNServerStateMachine: Sendable {
     ///   - source: where they came from.
     ///   - socket: which of the server's sockets received them.
     ///   - now: the current time, for the rate limits.
+    /// Counts bytes on a TCP connection that are not STUN (or too long) as malformed.
+    mutating func countMalformedTCP() { statistics.droppedMalformed += 1 }
+
     public mutating func receive(_ datagram: [UInt8], from source: IPEndpoint, on socket: Socket, now: NIODeadline) -> Action {
         guard Self.isAnswerable(source) else {
             statistics.droppedBadSource += 1
