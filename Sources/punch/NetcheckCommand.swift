@@ -26,16 +26,23 @@ struct NetcheckCommand: AsyncParsableCommand {
                "port_mapping":{"gateway":"192.168.1.1","pcp":false,"natpmp":true,"upnp":true,
                                "external_address":"198.51.100.7"}}
             port_mapping says which of PCP, NAT-PMP and UPnP-IGD the default gateway answered
-            (probed without creating a mapping, about 2 s when none answers).
+            (probed without creating a mapping, about 2 s when none answers). With --relay the
+            object also has "observed_tcp" (null if unknown), "reachability" (reachable,
+            unreachable or unknown) and "autonat" (the check's details, as `punch autonat`);
+            with --relay alone, the UDP fields are null.
 
             Examples:
               punch netcheck --stun 203.0.113.10:3478
               punch netcheck --stun stun.example.net --stun [2001:db8::1]:3478 --json
+              punch netcheck --stun 203.0.113.10:3478 --relay /ip4/203.0.113.10/tcp/4001/p2p/12D3KooW...
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("A STUN server (HOST:PORT, HOST, [IPv6]:PORT); repeat for more.", valueName: "host:port"))
     var stun: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("A relay or other libp2p peer (…/p2p/PEER) for the TCP observed address and AutoNAT v2 reachability.", valueName: "multiaddr"))
+    var relay: String?
 
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
@@ -44,7 +51,7 @@ struct NetcheckCommand: AsyncParsableCommand {
     struct MissingServer: Error, CodedError {
         var codeName: String { "netcheck.noSTUNServer" }
         var message: String {
-            "netcheck needs at least one STUN server: pass --stun HOST:PORT (an RFC 5780 server, such as `punch stun --alternate-ip`, also gives mapping and filtering behaviour)"
+            "netcheck needs at least one STUN server: pass --stun HOST:PORT (an RFC 5780 server, such as `punch stun --alternate-ip`, also gives mapping and filtering behaviour), or --relay MULTIADDR for TCP only"
         }
     }
 
@@ -58,8 +65,15 @@ struct NetcheckCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard !stun.isEmpty else { throw MissingServer() }
+            guard !stun.isEmpty || relay != nil else { throw MissingServer() }
             let servers = try stun.map(STUNServerAddress.init)
+            // The TCP side (identify's observed address, AutoNAT v2) meanwhile.
+            let tcp = relay.map { relay in Task { await TCPReachabilityReport.probe(relay) } }
+            guard !servers.isEmpty else {
+                let portMapping = await PortMappingReport.probe()
+                output([], nil, rfc5780Server: nil, portMapping: portMapping, tcp: await tcp?.value, stunChecked: false)
+                return
+            }
             // Which port-mapping protocols the gateway speaks, meanwhile (no mapping is made).
             let portMapping = Task { await PortMappingReport.probe() }
             let client4 = try await STUNClient.bind(configuration: .behaviourDiscovery)
@@ -90,7 +104,7 @@ struct NetcheckCommand: AsyncParsableCommand {
                 classification = await NATClassifier(client: client).classify(server: endpoint)
                 try? await client.close()
             }
-            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value)
+            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value, tcp: await tcp?.value, stunChecked: true)
         } catch {
             throw CommandFailure.report(error, json: json)
         }
@@ -126,7 +140,8 @@ struct NetcheckCommand: AsyncParsableCommand {
     }
 
     private func output(
-        _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport
+        _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport,
+        tcp: TCPReachabilityReport?, stunChecked: Bool
     ) {
         let mapped = reports.compactMap { $0.response?.mappedAddress }
         let publicV4 = mapped.first { $0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? $0 : nil }
@@ -145,8 +160,8 @@ struct NetcheckCommand: AsyncParsableCommand {
                 if let error = report.error { object["error"] = error }
                 return object
             }
-            JSONLine.print([
-                "udp": udp,
+            var object: [String: Any] = [
+                "udp": stunChecked ? udp : NSNull(),
                 "public_v4": value(publicV4?.description),
                 "public_v6": value(publicV6?.description),
                 "mapping": value(classification?.mapping?.rawValue),
@@ -157,14 +172,18 @@ struct NetcheckCommand: AsyncParsableCommand {
                 "rfc5780_server": value(rfc5780Server?.endpoint?.description),
                 "servers": servers,
                 "port_mapping": portMapping.json,
-            ])
+            ]
+            if let tcp { object.merge(tcp.json) { _, new in new } }
+            JSONLine.print(object)
             return
         }
         var lines: [String] = []
-        lines.append("UDP:            \(udp ? "works" : "blocked (no STUN server answered)")")
+        lines.append("UDP:            \(!stunChecked ? "not checked (no --stun)" : udp ? "works" : "blocked (no STUN server answered)")")
         lines.append("Public IPv4:    \(publicV4?.description ?? "none")")
         lines.append("Public IPv6:    \(publicV6?.description ?? "none")")
-        if !udp {
+        if !stunChecked {
+            lines.append("Mapping, filtering, hairpinning: not checked (no --stun)")
+        } else if !udp {
             lines.append("Mapping, filtering, hairpinning: unknown (no STUN server answered)")
         } else if let classification {
             if classification.otherAddress == nil {
@@ -178,9 +197,9 @@ struct NetcheckCommand: AsyncParsableCommand {
         } else {
             lines.append("Mapping, filtering, hairpinning: unknown")
         }
-        lines.append("Hole punching:  \(Self.advice(classification, udp: udp))")
+        lines.append("Hole punching:  \(stunChecked ? Self.advice(classification, udp: udp) : "unknown (UDP not checked)")")
         lines.append("Port mapping:   \(portMapping.text)")
-        lines.append("Servers:")
+        if stunChecked { lines.append("Servers:") }
         for report in reports {
             if let response = report.response {
                 let latency = String(format: "%.1f ms", Self.milliseconds(response.roundTrip))
@@ -189,6 +208,7 @@ struct NetcheckCommand: AsyncParsableCommand {
                 lines.append("  \(report.text)  failed: \(report.error ?? "no answer")")
             }
         }
+        if let tcp { lines += tcp.text }
         print(lines.joined(separator: "\n"))
     }
 

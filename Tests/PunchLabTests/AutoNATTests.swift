@@ -71,5 +71,39 @@ extension NATLabSelfTests {
             }
             server.stop()
         }
+
+        /// `punch netcheck --stun … --relay …` behind a port-restricted cone adds the TCP
+        /// address the peer observes (r1's WAN address) and its AutoNAT v2 reachability
+        /// (unreachable) to the STUN report, whose fields stay as they were.
+        @Test func netcheckReportsTheObservedTCPAddressAndItsReachability() throws {
+            let punch = try ExternalProgram.punch()
+            let lab = try NATLab.build(r1: .portRestricted)
+            defer { lab.tearDown() }
+            try lab.startSTUN()
+            let server = try lab.spawn(.srv, [punch, "autonat-server", "--listen", "/ip4/\(LabAddress.server)/tcp/4001", "--json"])
+            let listening = try parseJSON(try server.waitForLine(containing: #""listening""#, timeout: .seconds(20)))
+            let peer = try #require(listening["peer_id"] as? String, "\(listening)")
+            let relay = "/ip4/\(LabAddress.server)/tcp/4001/p2p/\(peer)"
+
+            let output = try lab.run(
+                .h1, [punch, "netcheck", "--json", "--stun", "\(LabAddress.server):\(LabAddress.stunPort)", "--relay", relay], timeout: .seconds(90))
+            #expect(output.status == 0, "punch netcheck failed: \(output.stdout) \(output.stderr)")
+            #expect(output.lines.count == 1, "\(output.stdout)")
+            let report = try parseJSON(output.lines.last ?? "")
+            #expect(report["udp"] as? Bool == true, "\(report)")
+            #expect((report["public_v4"] as? String)?.hasPrefix("\(LabRouter.r1.wanAddress):") == true, "\(report)")
+            #expect((report["observed_tcp"] as? String)?.hasPrefix("/ip4/\(LabRouter.r1.wanAddress)/tcp/") == true, "\(report)")
+            #expect(report["reachability"] as? String == "unreachable", "\(report)")
+            let autonat = report["autonat"] as? [String: Any] ?? [:]
+            #expect(autonat["status"] as? String == "unreachable", "\(report)")
+
+            // Without --stun: the TCP fields alone, UDP not checked.
+            let tcpOnly = try lab.run(.srv, [punch, "netcheck", "--json", "--relay", relay], timeout: .seconds(90))
+            #expect(tcpOnly.status == 0, "\(tcpOnly.stdout) \(tcpOnly.stderr)")
+            let open = try parseJSON(tcpOnly.lines.last ?? "")
+            #expect(open["udp"] is NSNull, "\(open)")
+            #expect(open["reachability"] as? String == "reachable", "\(open)")
+            server.stop()
+        }
     }
 }
