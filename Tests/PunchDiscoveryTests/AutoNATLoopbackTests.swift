@@ -227,6 +227,102 @@ import Testing
         await #expect(throws: DiscoveryError(.autonatNoAddresses, "")) { try await client.check(addresses: [], via: connection) }
     }
 
+    @Test func aServerThatClosesTheStreamFailsTheCheckWithStreamClosed() async throws {
+        let (rogueHost, rogueAddress) = try await Self.host()
+        let (clientHost, clientAddress) = try await Self.host()
+        defer { Task { await Self.closeAll(rogueHost, clientHost) } }
+        rogueHost.setStreamHandler(for: AutoNATProtocol.dialRequest) { stream in
+            try? await stream.channel.executeThenClose { inbound, _ in
+                var iterator = inbound.makeAsyncIterator()
+                _ = try await iterator.next()
+            }
+        }
+        let client = try AutoNATClient(host: clientHost)
+        let connection = try await clientHost.dial(rogueAddress)
+        let result = try #require(try await client.check(addresses: [clientAddress], via: connection).first)
+        #expect(result.status == .failed)
+        #expect(result.error?.code == .autonatStreamClosed, "\(result)")
+    }
+
+    /// Opens a dial-request stream to the server, lets `script` misbehave on it, and returns the
+    /// server's record of the request.
+    static func misbehave(
+        _ script: @escaping @Sendable (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Void
+    ) async throws -> AutoNATServerRecord {
+        let (serverHost, serverAddress, records) = try await server()
+        let (clientHost, _) = try await host(on: "127.0.0.2")
+        defer { Task { await closeAll(serverHost, clientHost) } }
+        let connection = try await clientHost.dial(serverAddress)
+        let stream = try await connection.openStream(protocol: AutoNATProtocol.dialRequest)
+        try? await stream.channel.executeThenClose { inbound, outbound in try await script(inbound, outbound) }
+        let record = try await firstRecord(records)
+        #expect(record.dialed == nil, "the server dialed for a misbehaving client: \(record)")
+        #expect(try await connection.ping().count == 1, "the server's connection survives")
+        return record
+    }
+
+    static func request(for address: String) throws -> ByteBuffer {
+        var request = PBAutoNATv2DialRequest()
+        request.addrs = [Data(try Multiaddr(address).bytes)]
+        request.nonce = 5
+        return try AutoNATFraming.message(.dialRequest(request))
+    }
+
+    @Test func theServerSurvivesAnOversizedRequest() async throws {
+        let record = try await Self.misbehave { inbound, outbound in
+            var huge = ByteBuffer()
+            huge.writeVarint(1 << 20)
+            try await outbound.write(huge)
+            for try await _ in inbound {}
+        }
+        #expect(record.error?.code == .autonatMessageTooLarge, "\(record)")
+        #expect(record.responseStatus == nil)
+    }
+
+    @Test func theServerSurvivesGarbageAndAnUnexpectedFirstMessage() async throws {
+        let garbage = try await Self.misbehave { inbound, outbound in
+            var bytes = ByteBuffer()
+            bytes.writeVarint(3)
+            bytes.writeBytes([0xFF, 0xFF, 0xFF])
+            try await outbound.write(bytes)
+            for try await _ in inbound {}
+        }
+        #expect(garbage.error?.code == .autonatMalformedMessage, "\(garbage)")
+        let unexpected = try await Self.misbehave { inbound, outbound in
+            var response = PBAutoNATv2DialResponse()
+            response.status = .ok
+            try await outbound.write(try AutoNATFraming.message(.dialResponse(response)))
+            for try await _ in inbound {}
+        }
+        #expect(unexpected.error?.code == .autonatUnexpectedMessage, "\(unexpected)")
+    }
+
+    @Test func theServerDoesNotDialForAnOversizedChunkOrDataThatStopsShort() async throws {
+        let oversized = try await Self.misbehave { inbound, outbound in
+            try await outbound.write(try Self.request(for: "/ip4/127.0.0.2/tcp/4001"))
+            var iterator = inbound.makeAsyncIterator()
+            _ = try await iterator.next()  // DialDataRequest
+            var chunk = PBAutoNATv2DialDataResponse()
+            chunk.data = Data(count: 5000)
+            try await outbound.write(try AutoNATFraming.message(.dialDataResponse(chunk)))
+            while try await iterator.next() != nil {}
+        }
+        #expect(oversized.error?.code == .autonatMessageTooLarge, "\(oversized)")
+        #expect(oversized.dialDataBytes == 0)
+
+        let short = try await Self.misbehave { inbound, outbound in
+            try await outbound.write(try Self.request(for: "/ip4/127.0.0.2/tcp/4001"))
+            var iterator = inbound.makeAsyncIterator()
+            _ = try await iterator.next()  // DialDataRequest
+            var chunk = PBAutoNATv2DialDataResponse()
+            chunk.data = Data(count: 4096)
+            try await outbound.write(try AutoNATFraming.message(.dialDataResponse(chunk)))
+            // Then half-close: the server sees the end of the data, not enough of it.
+        }
+        #expect(short.error?.code == .autonatStreamClosed, "\(short)")
+        #expect(short.dialDataBytes == 4096)
+    }
+
     /// The server's record of its first request, once it is there (the client may finish first).
     static func firstRecord(_ records: NIOLockedValueBox<[AutoNATServerRecord]>) async throws -> AutoNATServerRecord {
         for _ in 0..<100 {
