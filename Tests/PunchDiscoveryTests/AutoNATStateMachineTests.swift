@@ -123,6 +123,52 @@ import Testing
     }
 }
 
+extension AutoNATServerStateMachineTests {
+    /// A deterministic generator, so a failure can be replayed.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    /// Random message sequences never crash the machine, every refusal is a typed error, and a
+    /// dial-back to an address other than the observed IP is only ever asked for once the
+    /// configured dial data has arrived.
+    @Test func randomMessageSequencesNeverDialBeforeTheDataIsPaid() throws {
+        var random = SplitMix(state: 2026)
+        let addresses = ["/ip4/203.0.113.1/tcp/4001", "/ip4/198.51.100.7/tcp/4001", "/ip4/10.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"]
+        for _ in 0..<2000 {
+            var machine = AutoNATServerStateMachine(configuration: configuration(), client: client, observedIP: observed)
+            for _ in 0..<Int.random(in: 1...12, using: &random) {
+                var message = PBAutoNATv2Message()
+                switch Int.random(in: 0...4, using: &random) {
+                case 0:
+                    message = try request((0..<Int.random(in: 0...3, using: &random)).map { _ in addresses.randomElement(using: &random)! })
+                case 1, 2:
+                    message = data(Int.random(in: 0...4200, using: &random))
+                case 3:
+                    message.msg = .dialResponse(PBAutoNATv2DialResponse())
+                default:
+                    message.msg = .dialDataRequest(PBAutoNATv2DialDataRequest())
+                }
+                do {
+                    let action = try machine.receive(message)
+                    if case .dialBack(let address, _, _) = action, address.ipAddress != observed {
+                        #expect(machine.dialDataReceived >= 30_000, "dialed \(address) after \(machine.dialDataReceived) bytes")
+                    }
+                } catch let error as DiscoveryError {
+                    #expect([.autonatUnexpectedMessage, .autonatMessageTooLarge].contains(error.code))
+                }
+            }
+        }
+    }
+}
+
 @Suite struct AutoNATServerAdmissionTests {
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
 

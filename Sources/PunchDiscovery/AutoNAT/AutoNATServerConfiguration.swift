@@ -90,9 +90,11 @@ public struct AutoNATClientConfiguration: Sendable, Hashable {
     public static let defaultMaximumPendingChecks = 16
     /// The default ``maximumMessageLength``: 8 KiB.
     public static let defaultMaximumMessageLength = 8192
-    /// The default ``responseTimeout``: 30 seconds for each server message (the server dials
-    /// before it answers, and a dial to an unreachable address waits out its TCP timeout).
-    public static let defaultResponseTimeout = TimeAmount.seconds(30)
+    /// The default ``responseTimeout``: 60 seconds for each server message. The server dials
+    /// before it answers: a dial to an unreachable address waits out the server's TCP timeout
+    /// (10 s for a ``PunchHost``), a dial that connects may take the upgrade's 20 s, and then the
+    /// dial-back's acknowledgement its 10 s.
+    public static let defaultResponseTimeout = TimeAmount.seconds(60)
     /// The default ``confirmations``: 3 distinct servers before an address is called reachable
     /// or unreachable (the spec suggests "more than 3").
     public static let defaultConfirmations = 3
