@@ -92,7 +92,7 @@ public struct AutoNATClientConfiguration: Sendable, Hashable {
     public static let defaultMaximumMessageLength = 8192
     /// The default ``responseTimeout``: 60 seconds for each server message. The server dials
     /// before it answers: a dial to an unreachable address waits out the server's TCP timeout
-    /// (10 s for a ``PunchHost``), a dial that connects may take the upgrade's 20 s, and then the
+    /// (10 s for a `PunchHost`), a dial that connects may take the upgrade's 20 s, and then the
     /// dial-back's acknowledgement its 10 s.
     public static let defaultResponseTimeout = TimeAmount.seconds(60)
     /// The default ``confirmations``: 3 distinct servers before an address is called reachable
