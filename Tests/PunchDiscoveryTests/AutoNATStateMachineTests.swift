@@ -87,6 +87,16 @@ import Testing
         }
     }
 
+    @Test func anIPv4OnlyServerRefusesIPv6AddressesAndTheOtherWayRound() throws {
+        var v4Only = AutoNATServerStateMachine(configuration: configuration(), client: client, observedIP: observed, dialsIPv4: true, dialsIPv6: false)
+        guard case .dialBack(_, 1, _) = try v4Only.receive(try request(["/ip6/2001:db8::1/tcp/4001", "/ip4/203.0.113.1/tcp/4001"])) else {
+            Issue.record("an IPv4-only server skips the IPv6 address")
+            return
+        }
+        var v6Only = AutoNATServerStateMachine(configuration: configuration(), client: client, observedIP: observed, dialsIPv4: false, dialsIPv6: true)
+        #expect(try v6Only.receive(try request(["/ip4/203.0.113.1/tcp/4001"])) == .respond(status: .eDialRefused, addressIndex: 0, dialStatus: .unused))
+    }
+
     @Test func overRelayEveryAddressCostsDialData() throws {
         var machine = AutoNATServerStateMachine(configuration: configuration(), client: client, observedIP: nil)
         #expect(try machine.receive(try request(["/ip4/203.0.113.1/tcp/4001"])) == .requestDialData(addressIndex: 0, bytes: 30_000))

@@ -95,7 +95,12 @@ public final class AutoNATServer: Sendable {
         // The observed IP is the far end of the client's own connection; over a relay there is
         // none, and every dial costs dial data.
         let observedIP = connection.path == .direct ? connection.remoteAddress?.ipAddress : nil
-        var machine = AutoNATServerStateMachine(configuration: configuration, client: client, observedIP: observedIP)
+        // The families the server listens on stand for those it has connectivity in; a host
+        // without listeners is assumed to dial both.
+        let families = Set(host.listenEndpoints.map(\.address.isIPv4))
+        var machine = AutoNATServerStateMachine(
+            configuration: configuration, client: client, observedIP: observedIP,
+            dialsIPv4: families.isEmpty || families.contains(true), dialsIPv6: families.isEmpty || families.contains(false))
         do {
             try await stream.channel.executeThenClose { inbound, outbound in
                 var reader = AutoNATMessageReader<PBAutoNATv2Message>(

@@ -46,16 +46,24 @@ public struct AutoNATServerStateMachine: Sendable {
     private let configuration: AutoNATServerConfiguration
     private let client: PeerID
     private let observedIP: IPAddress?
+    private let dialsIPv4: Bool
+    private let dialsIPv6: Bool
 
     /// Dial data received so far.
     public private(set) var dialDataReceived = 0
 
     /// A request from `client`, whose connection comes from `observedIP` (`nil` over a relay:
-    /// then every dial costs dial data).
-    public init(configuration: AutoNATServerConfiguration, client: PeerID, observedIP: IPAddress?) {
+    /// then every dial costs dial data). `dialsIPv4` and `dialsIPv6` say which address families
+    /// the server can dial: "IPv4 only servers SHOULD refuse requests for dialing IPv6
+    /// addresses" and the other way round (autonat-v2.md, "Implementation Suggestions").
+    public init(
+        configuration: AutoNATServerConfiguration, client: PeerID, observedIP: IPAddress?, dialsIPv4: Bool = true, dialsIPv6: Bool = true
+    ) {
         self.configuration = configuration
         self.client = client
         self.observedIP = observedIP
+        self.dialsIPv4 = dialsIPv4
+        self.dialsIPv6 = dialsIPv6
     }
 
     /// The client's next message on the dial-request stream.
@@ -143,6 +151,7 @@ public struct AutoNATServerStateMachine: Sendable {
         } else {
             guard rest.isEmpty else { return nil }
         }
+        guard ip.isIPv4 ? dialsIPv4 : dialsIPv6 else { return nil }
         // "The Server SHOULD NOT dial any private address."
         if AutoNATAddressScope(ip) != .public, !configuration.allowPrivateAddresses { return nil }
         return Multiaddr.tcp(IPEndpoint(address: ip, port: transport.port)).appendingPeerID(client.multihash)
