@@ -194,8 +194,20 @@ extension AutoNATServerStateMachineTests {
         #expect(admit(&admission, peers[0], now: start))
         #expect(admit(&admission, peers[1], now: start))
         #expect(!admit(&admission, peers[2], now: start))
-        admission.finish()
+        admission.finish(peers[0])
         #expect(admit(&admission, peers[2], now: start))
+    }
+
+    @Test func onePeerHasAtMostTwoRequestsAtOnce() {
+        var admission = AutoNATServerAdmission(configuration: AutoNATServerConfiguration())
+        let peer = PrivateKey.generate().peerID
+        #expect(admit(&admission, peer, now: start))
+        #expect(admit(&admission, peer, now: start))
+        #expect(!admit(&admission, peer, now: start))
+        #expect(admit(&admission, PrivateKey.generate().peerID, now: start))
+        admission.finish(peer)
+        #expect(admit(&admission, peer, now: start))
+        #expect(admission.active == 3)
     }
 
     @Test func eachPeerHasARateWindow() {
@@ -206,11 +218,12 @@ extension AutoNATServerStateMachineTests {
         let peer = PrivateKey.generate().peerID
         for _ in 0..<2 {
             #expect(admit(&admission, peer, now: start))
-            admission.finish()
+            admission.finish(peer)
         }
         #expect(!admit(&admission, peer, now: start + .seconds(30)))
-        #expect(admit(&admission, PrivateKey.generate().peerID, now: start + .seconds(30)))
-        admission.finish()
+        let other = PrivateKey.generate().peerID
+        #expect(admit(&admission, other, now: start + .seconds(30)))
+        admission.finish(other)
         #expect(admit(&admission, peer, now: start + .seconds(61)))
     }
 
@@ -220,8 +233,9 @@ extension AutoNATServerStateMachineTests {
         configuration.rateWindow = .seconds(60)
         var admission = AutoNATServerAdmission(configuration: configuration)
         for _ in 0..<2 {
-            #expect(admit(&admission, PrivateKey.generate().peerID, now: start))
-            admission.finish()
+            let peer = PrivateKey.generate().peerID
+            #expect(admit(&admission, peer, now: start))
+            admission.finish(peer)
         }
         #expect(!admit(&admission, PrivateKey.generate().peerID, now: start + .seconds(1)))
         // Once the earlier peers' windows have passed they are forgotten.

@@ -90,7 +90,7 @@ public final class AutoNATServer: Sendable {
         let connection = stream.connection
         let client = connection.remotePeerID
         let admitted = admission.withLockedValue { $0.admit(client, now: .now()) }
-        defer { if admitted { admission.withLockedValue { $0.finish() } } }
+        defer { if admitted { admission.withLockedValue { $0.finish(client) } } }
         var record = AutoNATServerRecord(client: client, dialDataBytes: 0)
         // The observed IP is the far end of the client's own connection; over a relay there is
         // none, and every dial costs dial data.

@@ -12,6 +12,8 @@ public struct AutoNATServerConfiguration: Sendable, Hashable {
     public static let defaultDialDataBytes = AutoNATProtocol.minimumDialDataRequest
     /// The default ``maximumConcurrentRequests``: 16 requests served at once, in all.
     public static let defaultMaximumConcurrentRequests = 16
+    /// The default ``maximumConcurrentRequestsPerPeer``: 2 requests of one peer at once.
+    public static let defaultMaximumConcurrentRequestsPerPeer = 2
     /// The default ``maximumRequestsPerPeer``: 12 requests per peer per ``rateWindow``
     /// (go-libp2p's per-peer rate).
     public static let defaultMaximumRequestsPerPeer = 12
@@ -38,6 +40,8 @@ public struct AutoNATServerConfiguration: Sendable, Hashable {
     public var dialDataBytes = Self.defaultDialDataBytes
     /// The most requests in progress at once; more are answered `E_REQUEST_REJECTED`.
     public var maximumConcurrentRequests = Self.defaultMaximumConcurrentRequests
+    /// The most requests of one peer in progress at once; more are answered `E_REQUEST_REJECTED`.
+    public var maximumConcurrentRequestsPerPeer = Self.defaultMaximumConcurrentRequestsPerPeer
     /// The most requests one peer may start within ``rateWindow``; more are answered
     /// `E_REQUEST_REJECTED`.
     public var maximumRequestsPerPeer = Self.defaultMaximumRequestsPerPeer
@@ -67,7 +71,7 @@ public struct AutoNATServerConfiguration: Sendable, Hashable {
                 .invalidConfiguration,
                 "dialDataBytes must be within \(AutoNATProtocol.minimumDialDataRequest)…\(AutoNATProtocol.maximumDialDataRequest) (autonat-v2.md), not \(dialDataBytes)")
         }
-        guard maximumConcurrentRequests >= 1, maximumRequestsPerPeer >= 1, maximumTrackedPeers >= 1, maximumAddresses >= 1 else {
+        guard maximumConcurrentRequests >= 1, maximumConcurrentRequestsPerPeer >= 1, maximumRequestsPerPeer >= 1, maximumTrackedPeers >= 1, maximumAddresses >= 1 else {
             throw DiscoveryError(.invalidConfiguration, "AutoNAT server limits must be at least 1")
         }
         guard maximumMessageLength >= 64 + AutoNATProtocol.maximumDialDataChunk else {

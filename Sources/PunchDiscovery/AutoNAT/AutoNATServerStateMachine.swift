@@ -169,12 +169,14 @@ public struct AutoNATServerStateMachine: Sendable {
 }
 
 /// The server's admission control: at most ``AutoNATServerConfiguration/maximumConcurrentRequests``
-/// requests at once, and ``AutoNATServerConfiguration/maximumRequestsPerPeer`` per peer per
+/// requests at once, ``AutoNATServerConfiguration/maximumConcurrentRequestsPerPeer`` of them from
+/// one peer, and ``AutoNATServerConfiguration/maximumRequestsPerPeer`` per peer per
 /// ``AutoNATServerConfiguration/rateWindow``, in a table of at most
 /// ``AutoNATServerConfiguration/maximumTrackedPeers`` peers. Time comes from the caller.
 public struct AutoNATServerAdmission: Sendable {
     private let configuration: AutoNATServerConfiguration
     private var recent: [PeerID: [NIODeadline]] = [:]
+    private var activeByPeer: [PeerID: Int] = [:]
     /// Requests in progress.
     public private(set) var active = 0
 
@@ -184,9 +186,11 @@ public struct AutoNATServerAdmission: Sendable {
     }
 
     /// Admits a request of `peer` now, or says no (the server then answers
-    /// `E_REQUEST_REJECTED`). An admitted request must be ended with ``finish()``.
+    /// `E_REQUEST_REJECTED`). An admitted request must be ended with ``finish(_:)``.
     public mutating func admit(_ peer: PeerID, now: NIODeadline) -> Bool {
-        guard active < configuration.maximumConcurrentRequests else { return false }
+        guard active < configuration.maximumConcurrentRequests,
+            activeByPeer[peer, default: 0] < configuration.maximumConcurrentRequestsPerPeer
+        else { return false }
         let windowStart = now - configuration.rateWindow
         var times = (recent[peer] ?? []).filter { $0 > windowStart }
         guard times.count < configuration.maximumRequestsPerPeer else {
@@ -201,11 +205,14 @@ public struct AutoNATServerAdmission: Sendable {
         times.append(now)
         recent[peer] = times
         active += 1
+        activeByPeer[peer, default: 0] += 1
         return true
     }
 
-    /// An admitted request ended.
-    public mutating func finish() {
+    /// An admitted request of `peer` ended.
+    public mutating func finish(_ peer: PeerID) {
+        guard let count = activeByPeer[peer] else { return }
+        activeByPeer[peer] = count > 1 ? count - 1 : nil
         active = max(0, active - 1)
     }
 
