@@ -71,12 +71,17 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        // STUN client and server (RFC 8489, RFC 5780) and the NAT behaviour classifier.
+        // STUN client and server (RFC 8489, RFC 5780), the NAT behaviour classifier, the
+        // observed-address book, and AutoNAT v2 (client and server, over PunchTransport's Host).
         .target(
             name: "PunchDiscovery",
             dependencies: [
                 "PunchWire",
+                "PunchCrypto",
+                "PunchTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -153,6 +158,8 @@ let package = Package(
             dependencies: [
                 "PunchDiscovery",
                 "PunchWire",
+                "PunchCrypto",
+                "PunchTransport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,4 +1,4 @@
-/// An error from PunchDiscovery: STUN transactions, the STUN server, NAT classification.
+/// An error from PunchDiscovery: STUN transactions, the STUN server, NAT classification, AutoNAT v2.
 ///
 /// Compare errors by ``code``; the ``message`` is for people. New codes may appear in any release,
 /// so a `switch` over codes needs a `default` branch.
@@ -43,6 +43,30 @@ public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible
         public static let stunMalformedResponse = Code("stun.malformedResponse")
         /// A configuration value is out of range.
         public static let invalidConfiguration = Code("discovery.invalidConfiguration")
+
+        /// An AutoNAT v2 message is larger than the configured maximum, or a `DialDataResponse`
+        /// carries more than 4096 bytes (libp2p/specs autonat/autonat-v2.md, "Amplification
+        /// Attack Prevention").
+        public static let autonatMessageTooLarge = Code("autonat.messageTooLarge")
+        /// An AutoNAT v2 message does not decode, or a field is out of range (an address index
+        /// past the list, a status the spec does not define).
+        public static let autonatMalformedMessage = Code("autonat.malformedMessage")
+        /// An AutoNAT v2 message arrived that the protocol does not allow at this point.
+        public static let autonatUnexpectedMessage = Code("autonat.unexpectedMessage")
+        /// The AutoNAT v2 stream ended before the exchange was complete.
+        public static let autonatStreamClosed = Code("autonat.streamClosed")
+        /// No AutoNAT v2 message arrived within the configured time.
+        public static let autonatTimeout = Code("autonat.timeout")
+        /// The server asked for more dial data than the client is willing to send; the request
+        /// was aborted (see ``AutoNATClientConfiguration/maximumDialDataBytes``).
+        public static let autonatDialDataRefused = Code("autonat.dialDataRefused")
+        /// The server reported a successful dial-back, but no dial-back with our nonce arrived:
+        /// the answer cannot be trusted (autonat-v2.md: the client MUST check the nonce).
+        public static let autonatUnverified = Code("autonat.unverified")
+        /// There was nothing to ask: no address, or more than the client sends in one request.
+        public static let autonatNoAddresses = Code("autonat.noAddresses")
+        /// ``AutoNATClientConfiguration/maximumPendingChecks`` checks are already running.
+        public static let autonatTooManyChecks = Code("autonat.tooManyChecks")
     }
 
     /// What kind of failure this is; stable across releases.

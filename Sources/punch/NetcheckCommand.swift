@@ -27,16 +27,23 @@ struct NetcheckCommand: AsyncParsableCommand {
                "port_mapping":{"gateway":"192.168.1.1","pcp":false,"natpmp":true,"upnp":true,
                                "external_address":"198.51.100.7"}}
             port_mapping says which of PCP, NAT-PMP and UPnP-IGD the default gateway answered
-            (probed without creating a mapping, about 2 s when none answers).
+            (probed without creating a mapping, about 2 s when none answers). With --relay the
+            object also has "observed_tcp" (null if unknown), "reachability" (reachable,
+            unreachable or unknown) and "autonat" (the check's details, as `punch autonat`);
+            with --relay alone, the UDP fields are null.
 
             Examples:
               punch netcheck --stun 203.0.113.10:3478
               punch netcheck --stun stun.example.net --stun [2001:db8::1]:3478 --json
+              punch netcheck --stun 203.0.113.10:3478 --relay /ip4/203.0.113.10/tcp/4001/p2p/12D3KooW...
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("A STUN server (HOST:PORT, HOST, [IPv6]:PORT); repeat for more.", valueName: "host:port"))
     var stun: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("A relay or other libp2p peer (…/p2p/PEER) for the TCP observed address and AutoNAT v2 reachability.", valueName: "multiaddr"))
+    var relay: String?
 
     @Flag(name: .long, help: "Print the report as one JSON object.")
     var json = false
@@ -45,7 +52,7 @@ struct NetcheckCommand: AsyncParsableCommand {
     struct MissingServer: Error, CodedError {
         var codeName: String { "netcheck.noSTUNServer" }
         var message: String {
-            "netcheck needs at least one STUN server: pass --stun HOST:PORT (an RFC 5780 server, such as `punch stun --alternate-ip`, also gives mapping and filtering behaviour)"
+            "netcheck needs at least one STUN server: pass --stun HOST:PORT (an RFC 5780 server, such as `punch stun --alternate-ip`, also gives mapping and filtering behaviour), or --relay MULTIADDR for TCP only"
         }
     }
 
@@ -59,8 +66,15 @@ struct NetcheckCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard !stun.isEmpty else { throw MissingServer() }
+            guard !stun.isEmpty || relay != nil else { throw MissingServer() }
             let servers = try stun.map(STUNServerAddress.init)
+            // The TCP side (identify's observed address, AutoNAT v2) meanwhile.
+            let tcp = relay.map { relay in Task { await TCPReachabilityReport.probe(relay) } }
+            guard !servers.isEmpty else {
+                let portMapping = await PortMappingReport.probe()
+                output([], nil, rfc5780Server: nil, portMapping: portMapping, tcp: await tcp?.value, stunChecked: false)
+                return
+            }
             // Which port-mapping protocols the gateway speaks, meanwhile (no mapping is made).
             let portMapping = Task { await PortMappingReport.probe() }
             let client4 = try await STUNClient.bind(configuration: .behaviourDiscovery)
@@ -91,8 +105,10 @@ struct NetcheckCommand: AsyncParsableCommand {
                 classification = await NATClassifier(client: client).classify(server: endpoint)
                 try? await client.close()
             }
-            let tcp = await Self.probeTCP(reports)
-            output(reports, classification, rfc5780Server: capable, portMapping: await portMapping.value, tcp: tcp)
+            let stunTCP = await Self.probeTCP(reports)
+            output(
+                reports, classification, rfc5780Server: capable, portMapping: await portMapping.value, tcp: await tcp?.value,
+                stunChecked: true, stunTCP: stunTCP)
         } catch {
             throw CommandFailure.report(error, json: json)
         }
@@ -166,9 +182,9 @@ struct NetcheckCommand: AsyncParsableCommand {
 
     private func output(
         _ reports: [ServerReport], _ classification: NATClassification?, rfc5780Server: ServerReport?, portMapping: PortMappingReport,
-        tcp: TCPReport
+        tcp: TCPReachabilityReport?, stunChecked: Bool, stunTCP: TCPReport = TCPReport()
     ) {
-        let tcpPreserved = tcp.mapped.flatMap { mapped in tcp.localPort.map { mapped.port == $0 } }
+        let tcpPreserved = stunTCP.mapped.flatMap { mapped in stunTCP.localPort.map { mapped.port == $0 } }
         let mapped = reports.compactMap { $0.response?.mappedAddress }
         let publicV4 = mapped.first { $0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? $0 : nil }
         let publicV6 = mapped.first { !$0.address.isIPv4 } ?? classification?.mappedAddress.flatMap { $0.address.isIPv4 ? nil : $0 }
@@ -184,15 +200,15 @@ struct NetcheckCommand: AsyncParsableCommand {
                     "rfc5780": report.response?.otherAddress != nil,
                 ]
                 if let error = report.error { object["error"] = error }
-                switch tcp.results[index] {
+                switch stunTCP.results[index] {
                 case .success(let mapped)?: object["tcp_mapped"] = mapped.description
                 case .failure(let error)?: object["tcp_error"] = error.message
                 case nil: object["tcp_mapped"] = NSNull()
                 }
                 return object
             }
-            JSONLine.print([
-                "udp": udp,
+            var object: [String: Any] = [
+                "udp": stunChecked ? udp : NSNull(),
                 "public_v4": value(publicV4?.description),
                 "public_v6": value(publicV6?.description),
                 "mapping": value(classification?.mapping?.rawValue),
@@ -203,16 +219,20 @@ struct NetcheckCommand: AsyncParsableCommand {
                 "rfc5780_server": value(rfc5780Server?.endpoint?.description),
                 "servers": servers,
                 "port_mapping": portMapping.json,
-                "public_tcp": value(tcp.mapped?.description),
+                "public_tcp": value(stunTCP.mapped?.description),
                 "tcp_port_preserved": value(tcpPreserved),
-            ])
+            ]
+            if let tcp { object.merge(tcp.json) { _, new in new } }
+            JSONLine.print(object)
             return
         }
         var lines: [String] = []
-        lines.append("UDP:            \(udp ? "works" : "blocked (no STUN server answered)")")
+        lines.append("UDP:            \(!stunChecked ? "not checked (no --stun)" : udp ? "works" : "blocked (no STUN server answered)")")
         lines.append("Public IPv4:    \(publicV4?.description ?? "none")")
         lines.append("Public IPv6:    \(publicV6?.description ?? "none")")
-        if !udp {
+        if !stunChecked {
+            lines.append("Mapping, filtering, hairpinning: not checked (no --stun)")
+        } else if !udp {
             lines.append("Mapping, filtering, hairpinning: unknown (no STUN server answered)")
         } else if let classification {
             if classification.otherAddress == nil {
@@ -226,23 +246,24 @@ struct NetcheckCommand: AsyncParsableCommand {
         } else {
             lines.append("Mapping, filtering, hairpinning: unknown")
         }
-        if let mapped = tcp.mapped {
-            lines.append("Public TCP:     \(mapped) for local TCP port \(tcp.localPort.map { "\($0)" } ?? "?")\(tcpPreserved == true ? " (port preserved)" : tcpPreserved == false ? " (port changed)" : "") — what a TCP hole punch offers")
-        } else {
+        if let mapped = stunTCP.mapped {
+            lines.append("Public TCP:     \(mapped) for local TCP port \(stunTCP.localPort.map { "\($0)" } ?? "?")\(tcpPreserved == true ? " (port preserved)" : tcpPreserved == false ? " (port changed)" : "") — what a TCP hole punch offers")
+        } else if stunChecked {
             lines.append("Public TCP:     unknown (no server answered STUN over TCP)")
         }
-        lines.append("Hole punching:  \(Self.advice(classification, udp: udp))")
+        lines.append("Hole punching:  \(stunChecked ? Self.advice(classification, udp: udp) : "unknown (UDP not checked)")")
         lines.append("Port mapping:   \(portMapping.text)")
-        lines.append("Servers:")
+        if stunChecked { lines.append("Servers:") }
         for (index, report) in reports.enumerated() {
             if let response = report.response {
                 let latency = String(format: "%.1f ms", Self.milliseconds(response.roundTrip))
                 lines.append("  \(report.text)  \(latency)  sees \(response.mappedAddress?.description ?? "?")\(response.otherAddress != nil ? "  (RFC 5780)" : "")"
-                    + ((try? tcp.results[index]?.get()).map { ", over TCP \($0)" } ?? ""))
+                    + ((try? stunTCP.results[index]?.get()).map { ", over TCP \($0)" } ?? ""))
             } else {
                 lines.append("  \(report.text)  failed: \(report.error ?? "no answer")")
             }
         }
+        if let tcp { lines += tcp.text }
         print(lines.joined(separator: "\n"))
     }
 

@@ -13,7 +13,7 @@ struct PunchCommand: AsyncParsableCommand {
         version: PunchVersion.current,
         subcommands: [
             IdentityCommand.self, ListenCommand.self, DialCommand.self, RelayCommand.self, DemoCommand.self, NetcheckCommand.self, STUNCommand.self,
-            MapCommand.self, LabCommand.self,
+            MapCommand.self, AutoNATCommand.self, AutoNATServerCommand.self, LabCommand.self,
         ]
     )
 }

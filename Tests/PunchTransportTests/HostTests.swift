@@ -229,6 +229,24 @@ private final class ByteCollector: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// `dial(_:fromListenPort: false)` leaves from an ephemeral port although the host binds
+    /// its other dials to the listening port; `fromListenPort: true` leaves from it.
+    @Test func perDialOptionChoosesTheSourcePort() async throws {
+        let listener = TestHost()
+        let dialer = TestHost()
+        try await withHosts(listener, dialer) {
+            let address = try await listener.listen()
+            let dialerPort = try #require(try await dialer.listen().transportEndpoint?.port)
+            #expect(dialer.host.configuration.bindDialsToListenPort)
+            let ephemeral = try await dialer.host.dial(address, fromListenPort: false)
+            #expect(ephemeral.localAddress?.transportEndpoint?.port != dialerPort)
+            #expect(try await ephemeral.ping().count == 1)
+            await ephemeral.close()
+            let bound = try await dialer.host.dial(address, fromListenPort: true)
+            #expect(bound.localAddress?.transportEndpoint?.port == dialerPort)
+        }
+    }
+
     // MARK: Bad input against a real listener
 
     /// Connects a raw client that sends `bytes`, expects the listener to hang up with a

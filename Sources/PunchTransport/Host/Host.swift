@@ -285,7 +285,19 @@ public final class PunchHost: Sendable {
     ///   `.hostConnectionLimit`, `.noisePeerIDMismatch`, `.hostUpgradeFailed`, `.hostClosed`, and
     ///   the negotiation, Noise and yamux errors of the upgrade.
     public func dial(_ address: Multiaddr) async throws -> Connection {
-        try await dial(address, holePunch: nil)
+        try await dial(address, holePunch: nil, fromListenPort: configuration.bindDialsToListenPort)
+    }
+
+    /// Dials as ``dial(_:)``, choosing for this dial alone whether the connection leaves from the
+    /// listening port (``HostConfiguration/bindDialsToListenPort`` sets it for the others).
+    ///
+    /// AutoNAT v2 servers dial back with `fromListenPort: false`: a dial-back from the port the
+    /// client already talks to could pass the client's NAT as an accidental hole punch
+    /// (libp2p/specs autonat/autonat-v2.md, "Implementation Suggestions").
+    ///
+    /// - Throws: as ``dial(_:)``.
+    public func dial(_ address: Multiaddr, fromListenPort: Bool) async throws -> Connection {
+        try await dial(address, holePunch: nil, fromListenPort: fromListenPort)
     }
 
     /// Dials for a hole punch (DCUtR over TCP): as ``dial(_:)``, but always from the listening
@@ -296,7 +308,7 @@ public final class PunchHost: Sendable {
     /// - Throws: as ``dial(_:)``; `.hostDialFailed` also when the host has no listener of the
     ///   address's family.
     public func dial(_ address: Multiaddr, noiseInitiator: Bool, timeout: TimeAmount) async throws -> Connection {
-        try await dial(address, holePunch: HolePunchDial(noiseInitiator: noiseInitiator, timeout: timeout))
+        try await dial(address, holePunch: HolePunchDial(noiseInitiator: noiseInitiator, timeout: timeout), fromListenPort: true)
     }
 
     private struct HolePunchDial {
@@ -315,7 +327,7 @@ public final class PunchHost: Sendable {
         var claimed = false
     }
 
-    private func dial(_ address: Multiaddr, holePunch: HolePunchDial?) async throws -> Connection {
+    private func dial(_ address: Multiaddr, holePunch: HolePunchDial?, fromListenPort: Bool) async throws -> Connection {
         guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp else {
             throw TransportError(.hostUnsupportedAddress, "can only dial /ip4|ip6|dns/…/tcp/P[/p2p/PEER] here, not \(address)")
         }
@@ -353,7 +365,7 @@ public final class PunchHost: Sendable {
 
         let channel: Channel
         do {
-            channel = try await connect(transport, holePunch: holePunch)
+            channel = try await connect(transport, holePunch: holePunch, fromListenPort: fromListenPort)
         } catch {
             state.withLockedValue { $0.pendingUpgrades -= 1 }
             // The peer's SYN reached our listener first: our connect() found the 4-tuple taken (or
@@ -498,7 +510,7 @@ public final class PunchHost: Sendable {
     }
 
     /// Connects TCP, leaving from the port of a listener of the same family when configured to.
-    private func connect(_ transport: Multiaddr.Transport, holePunch: HolePunchDial?) async throws -> Channel {
+    private func connect(_ transport: Multiaddr.Transport, holePunch: HolePunchDial?, fromListenPort: Bool) async throws -> Channel {
         let target: SocketAddress
         switch transport.host {
         case .ip(let ip):
@@ -523,7 +535,7 @@ public final class PunchHost: Sendable {
             let wildcard = try SocketAddress(ipAddress: isIPv4 ? "0.0.0.0" : "::", port: Int(localPort))
             return try await bootstrap(bindingTo: wildcard, timeout: holePunch.timeout).connect(to: target).get()
         }
-        if configuration.bindDialsToListenPort, let localPort {
+        if fromListenPort, let localPort {
             let wildcard = try SocketAddress(ipAddress: isIPv4 ? "0.0.0.0" : "::", port: Int(localPort))
             do {
                 return try await bootstrap(bindingTo: wildcard).connect(to: target).get()
