@@ -169,10 +169,10 @@ struct AutoNATServerCommand: AsyncParsableCommand {
         }
     }
 
-    static func print(_ record: AutoNATServerRecord, json: Bool) {
+    static func print(_ record: AutoNATServerRecord, json: Bool, event: String = "request") {
         if json {
             var object: [String: Any] = [
-                "event": "request", "client": "\(record.client)",
+                "event": event, "client": "\(record.client)",
                 "dialed": record.dialed.map { "\($0)" as Any } ?? NSNull(),
                 "dial_data_bytes": record.dialDataBytes,
                 "status": record.responseStatus.map { $0 as Any } ?? NSNull(),
@@ -186,7 +186,7 @@ struct AutoNATServerCommand: AsyncParsableCommand {
             JSONLine.print(object)
         } else {
             Swift.print(
-                "request from \(record.client): dialed \(record.dialed.map { "\($0)" } ?? "nothing"), "
+                "\(event == "request" ? "request" : "AutoNAT request") from \(record.client): dialed \(record.dialed.map { "\($0)" } ?? "nothing"), "
                     + "\(record.responseStatus ?? "no response")/\(record.dialStatus ?? "-")"
                     + (record.error.map { ": \($0.message)" } ?? ""))
         }

@@ -33,6 +33,11 @@ struct DialCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The identity key file; a fresh key when not given.", valueName: "file"))
     var identity: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Distinct peers that must report our public address (identify's observed address) before a hole punch offers it.",
+        valueName: "n"))
+    var confirmations: Int = ConfirmedAddresses.defaultConfirmations
+
     @Option(name: .long, help: ArgumentHelp("How many pings to send.", valueName: "n"))
     var pings: Int = 3
 
@@ -56,6 +61,7 @@ struct DialCommand: AsyncParsableCommand {
             var configuration = HostConfiguration(identity: key)
             configuration.identifyOnConnect = false
             let node = PunchHost(configuration: configuration)
+            let confirmed = try ConfirmedAddresses(host: node, confirmations: confirmations)
             host = node
             for text in listen { try await node.listen(Multiaddr(text)) }
             // Through a relay, the listener starts a hole punch (DCUtR) at once: serve it, from a
@@ -63,7 +69,7 @@ struct DialCommand: AsyncParsableCommand {
             let (upgrades, upgradeContinuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self, bufferingPolicy: .bufferingNewest(4))
             if target.isCircuit {
                 if listen.isEmpty { try await node.listen(Multiaddr("/ip4/0.0.0.0/tcp/0")) }
-                HolePuncher.serve(on: node, localAddresses: { _ in await ObservedAddresses.of(node) }) { _, result in
+                HolePuncher.serve(on: node, localAddresses: { _ in await confirmed.current() }) { _, result in
                     upgradeContinuation.yield(result)
                 }
             }

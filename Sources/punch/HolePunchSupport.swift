@@ -1,16 +1,31 @@
 import Foundation
 import Punch
 
-/// Our public addresses for DCUtR: what the peers we hold direct connections to (relays among
-/// them) observed of us in identify. Only TCP addresses; DCUtR filters them further.
-enum ObservedAddresses {
-    static func of(_ host: PunchHost) async -> [Multiaddr] {
-        var addresses: [Multiaddr] = []
+/// Our public addresses for DCUtR: identify's observed addresses on our direct connections,
+/// offered only once `confirmations` distinct peers have reported them (issue 7: DCUtR sends only
+/// addresses discovery has confirmed). TCP addresses only; DCUtR filters them further.
+final class ConfirmedAddresses: Sendable {
+    /// The CLI's default: 1. The library's ``ObservedAddressBook/Configuration/confirmations`` is
+    /// 3, but a node that knows only its relay (as `punch dial`, or the NAT lab) has one observer.
+    static let defaultConfirmations = 1
+
+    let host: PunchHost
+    let tracker: ObservedAddressTracker
+
+    init(host: PunchHost, confirmations: Int) throws {
+        var configuration = ObservedAddressBook.Configuration()
+        configuration.confirmations = confirmations
+        self.host = host
+        self.tracker = try ObservedAddressTracker(configuration: configuration)
+    }
+
+    /// Records what every direct connection's identify says (each connection asks once), then
+    /// returns the confirmed TCP addresses.
+    func current() async -> [Multiaddr] {
         for connection in host.connections where connection.path == .direct {
-            guard let observed = try? await connection.identify().observedAddress, observed.transport?.kind == .tcp else { continue }
-            if !addresses.contains(observed) { addresses.append(observed) }
+            if let info = try? await connection.identify() { tracker.record(info, on: connection) }
         }
-        return addresses
+        return tracker.confirmed.filter { $0.transport?.kind == .tcp }
     }
 }
 

@@ -39,6 +39,11 @@ struct ListenCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A relay to reserve a slot on (…/p2p/RELAY); repeat for more.", valueName: "multiaddr"))
     var relay: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Distinct peers that must report our public address (identify's observed address) before a hole punch offers it.",
+        valueName: "n"))
+    var confirmations: Int = ConfirmedAddresses.defaultConfirmations
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
@@ -47,6 +52,7 @@ struct ListenCommand: AsyncParsableCommand {
         do {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
             host = PunchHost(configuration: HostConfiguration(identity: key))
+            let confirmed = try ConfirmedAddresses(host: host, confirmations: confirmations)
             let output = EventPrinter(json: json)
             Echo.register(on: host) { stream, count in
                 output.echo(stream, bytes: count)
@@ -55,7 +61,7 @@ struct ListenCommand: AsyncParsableCommand {
             if !relays.isEmpty { RelayClient.acceptCircuits(on: host) }
             // DCUtR both ways: answer peers that start it, and start it on every circuit that
             // reaches us (the spec's "B" is the side that accepted the relayed connection).
-            HolePuncher.serve(on: host, localAddresses: { _ in await ObservedAddresses.of(host) }) { relayed, result in
+            HolePuncher.serve(on: host, localAddresses: { _ in await confirmed.current() }) { relayed, result in
                 output.upgrade(relayed, result)
             }
             var addresses: [Multiaddr] = []
@@ -71,7 +77,7 @@ struct ListenCommand: AsyncParsableCommand {
                             // Retried with backoff while the peer is only relayed (and at once
                             // when our public addresses change).
                             let since = ContinuousClock.now
-                            await HolePuncher.keepUpgrading(connection, host: host, localAddresses: { await ObservedAddresses.of(host) }) {
+                            await HolePuncher.keepUpgrading(connection, host: host, localAddresses: { await confirmed.current() }) {
                                 result, retryIn in
                                 output.upgrade(connection, result, since: since, retryIn: retryIn)
                             }

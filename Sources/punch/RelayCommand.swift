@@ -18,16 +18,17 @@ struct RelayCommand: AsyncParsableCommand {
             forwards ciphertext. Each circuit is limited in duration and bytes per direction \
             (0 means unlimited, for a private relay). Runs until SIGINT or SIGTERM.
 
-            The relay also answers STUN Binding requests on UDP --stun-port (default 3478; 0 \
-            turns it off) of every address it listens on, so peers learn their public address \
-            from the box they reserve on. With --metrics HOST:PORT it serves Prometheus metrics \
+            The relay also answers STUN Binding requests on --stun-port (default 3478, UDP and \
+            TCP; 0 turns it off) of every address it listens on, so peers learn their public \
+            address from the box they reserve on, and serves AutoNAT v2 (unless --no-autonat): \
+            peers learn whether their addresses are reachable. With --metrics HOST:PORT it serves Prometheus metrics \
             at http://HOST:PORT/metrics (reservations, circuits, bytes relayed, refusals by \
             status, STUN responses and drops, connections by path).
 
             With --json, the first line is
-              {"event":"listening","peer_id":"12D3KooW...","addrs":[...],"stun":["IP:3478"],"metrics":"http://..."}
+              {"event":"listening","peer_id":"12D3KooW...","addrs":[...],"stun":["IP:3478"],"autonat":true,"metrics":"http://..."}
             then one line per event: reserved, reservation_ended, circuit_opened,
-            circuit_closed, refused, cut_off, connected, disconnected.
+            circuit_closed, refused, cut_off, autonat, connected, disconnected.
 
             Examples:
               punch relay --listen /ip4/0.0.0.0/tcp/4001
@@ -48,11 +49,14 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes a circuit carries each way; 0: no limit.", valueName: "n"))
     var limitBytes: UInt64 = 128 * 1024
 
-    @Option(name: .long, help: ArgumentHelp("The UDP port of the STUN server on each listen address; 0: no STUN server.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("The port (UDP and TCP) of the STUN server on each listen address; 0: no STUN server.", valueName: "n"))
     var stunPort: UInt16 = 3478
 
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics.", valueName: "host:port"))
     var metrics: String?
+
+    @Flag(name: .long, help: "Do not serve AutoNAT v2 (by default the relay tells peers whether their addresses are reachable).")
+    var noAutonat = false
 
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
@@ -80,6 +84,12 @@ struct RelayCommand: AsyncParsableCommand {
                 host: host, addresses: addresses.map { $0.withoutPeerID() }, configuration: relayConfiguration
             ) { event in
                 output.relay(event)
+            }
+            // AutoNAT v2 (libp2p/specs autonat/autonat-v2.md): peers learn whether their addresses
+            // are reachable; dial-backs leave from an ephemeral port, never the listen port.
+            if !noAutonat {
+                let json = self.json
+                try AutoNATServer.serve(on: host) { record in AutoNATServerCommand.print(record, json: json, event: "autonat") }
             }
             // STUN on each distinct listen IP (RFC 8489 Binding; the same box as the relay, so a
             // peer learns the address its reservation connection leaves from).
@@ -109,7 +119,7 @@ struct RelayCommand: AsyncParsableCommand {
                 }
             }
             let metricsURL = metricsChannel?.localAddress.flatMap(IPEndpoint.init).map { "http://\($0)/metrics" }
-            var extra: [String: Any] = ["stun": stunAddresses]
+            var extra: [String: Any] = ["stun": stunAddresses, "autonat": !noAutonat]
             if let metricsURL { extra["metrics"] = metricsURL }
             output.listening(
                 host.peerID, addresses, extra: extra,

@@ -101,6 +101,15 @@ import FoundationNetworking
         #expect(refused.status != 0)
         _ = try relay.waitForEvent("refused")
 
+        // AutoNAT v2 runs on the relay by default: a loopback address is refused with E_DIAL_REFUSED
+        // (the relay dials no private address), which proves the protocol is served.
+        #expect(listening["autonat"] as? Bool == true)
+        let autonat = try ExternalTools.run(punch, ["autonat", "--server", relayAddress, "--address", "/ip4/127.0.0.1/tcp/1", "--json"], timeout: 60)
+        #expect(autonat.status == 0, "punch autonat failed: \(autonat.stdout) \(autonat.stderr)")
+        #expect(autonat.stdout.contains(#""status":"refused""#), "\(autonat.stdout)")
+        let served = try relay.waitForEvent("autonat")
+        #expect(served["status"] as? String == "E_DIAL_REFUSED")
+
         let (body, reply) = try await URLSession.shared.data(from: metricsURL)
         #expect((reply as? HTTPURLResponse)?.statusCode == 200)
         #expect((reply as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
