@@ -40,11 +40,15 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes a circuit carries each way; 0: no limit.", valueName: "n"))
     var limitBytes: UInt64 = 128 * 1024
 
+    @Option(name: .long, help: ArgumentHelp("How long a reservation lasts unless the peer refreshes it, in seconds.", valueName: "s"))
+    var reservationDuration: Int = 3600
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
     func validate() throws {
         guard limitDuration >= 0 else { throw ValidationError("--limit-duration must be 0 or more") }
+        guard reservationDuration >= 1 else { throw ValidationError("--reservation-duration must be at least 1") }
     }
 
     func run() async throws {
@@ -55,6 +59,7 @@ struct RelayCommand: AsyncParsableCommand {
             var relayConfiguration = RelayConfiguration()
             relayConfiguration.circuitDuration = limitDuration == 0 ? nil : .seconds(Int64(limitDuration))
             relayConfiguration.circuitBytes = limitBytes == 0 ? nil : limitBytes
+            relayConfiguration.reservationDuration = .seconds(Int64(reservationDuration))
             var addresses: [Multiaddr] = []
             for text in listen {
                 addresses += try await host.listen(Multiaddr(text))
