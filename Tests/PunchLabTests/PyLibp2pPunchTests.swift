@@ -65,11 +65,72 @@ extension NATLabSelfTests {
             #expect(result?["path"] as? String == "direct")
 
             // py-libp2p saw the direct connection too, and echoed the bytes over it.
-            let direct = try parseJSON(listener.waitForLine(containing: #""event": "direct""#, timeout: .seconds(10)))
+            let direct = try #require(listener.anyLine(withEvent: "direct", within: 10), "\(transcript)")
             #expect((direct["remote_addr"] as? String ?? "").hasPrefix("/ip4/203.0.113.1/tcp/"), "\(direct)")
-            let echoed = try parseJSON(listener.waitForLine(containing: #""event": "echo""#, timeout: .seconds(10)))
+            let echoed = try #require(listener.anyLine(withEvent: "echo", within: 10), "\(transcript)")
             #expect(echoed["bytes"] as? Int == 1 << 20)
             #expect(echoed["path"] as? String == "direct", "\(transcript)")
+        }
+
+        /// The other way round: `punch listen` behind r2 reserves on the Punch relay and starts
+        /// DCUtR on the circuit a py-libp2p dialer in h1 opens (py-libp2p runs its DCUtR service,
+        /// listening on 10.0.1.2:4001, the port its punch dials leave from). py-libp2p answers,
+        /// dials at SYNC as the client, and echoes 1 MiB over the direct connection it then
+        /// prefers for new streams.
+        @Test func aPyLibp2pDialerAndAPunchListenerEndDirect() throws {
+            let punch = try ExternalProgram.punch()
+            let python = try ExternalProgram.pyLibp2pPython()
+            let lab = try NATLab.build()
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-py-lab-\(UUID().uuidString)")
+            var processes: [LabProcess] = []
+            defer {
+                for process in processes { process.stop() }
+                lab.tearDown()
+                try? FileManager.default.removeItem(at: directory)
+            }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+
+            let relay = try lab.spawn(.srv, [
+                punch, "relay", "--listen", "/ip4/203.0.113.10/tcp/4001", "--identity", directory.appendingPathComponent("relay.key").path, "--json",
+            ])
+            processes.append(relay)
+            let relayAddress = try #require((try parseJSON(relay.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20))))["addrs"] as? [String])[0]
+
+            let listener = try lab.spawn(.h2, [
+                punch, "listen", "--listen", "/ip4/0.0.0.0/tcp/4001", "--relay", relayAddress,
+                "--identity", directory.appendingPathComponent("listener.key").path, "--json",
+            ])
+            processes.append(listener)
+            let listenerPeer = try #require(try parseJSON(listener.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20)))["peer_id"] as? String)
+            let reserved = try parseJSON(listener.waitForLine(containing: #""event":"reserved""#, timeout: .seconds(20)))
+            let circuit = try #require((reserved["circuit_addrs"] as? [String])?.first)
+
+            let dialer = try lab.spawn(.h1, [
+                python, ExternalProgram.pyLibp2pScript("relay.py"), "dial", circuit, "--ip", "10.0.1.2", "--port", "4001", "--dcutr",
+                "--wait-direct", "40", "--bytes", "1048576", "--timeout", "90",
+            ])
+            processes.append(dialer)
+            let status = try dialer.waitForExit(timeout: .seconds(120))
+            let lines = dialer.outputLines.compactMap { try? parseJSON($0) }
+            let transcript = "py-libp2p dialer (status \(status)):\n\(dialer.outputLines.joined(separator: "\n"))\n\(dialer.errorOutput.suffix(3000))\n"
+                + "punch listen:\n\(listener.outputLines.joined(separator: "\n"))\n\(listener.errorOutput.suffix(2000))"
+            #expect(status == 0, "\(transcript)")
+            #expect(lines.first { $0["event"] as? String == "connected" }?["path"] as? String == "relayed", "\(transcript)")
+            #expect(lines.contains { $0["event"] as? String == "direct" }, "\(transcript)")
+            let result = lines.last { $0["event"] as? String == "result" }
+            #expect(result?["ok"] as? Bool == true, "\(transcript)")
+            #expect(result?["peer_id"] as? String == listenerPeer)
+            #expect(result?["path"] as? String == "direct", "\(transcript)")
+            #expect(result?["echo_bytes"] as? Int == 1 << 20)
+
+            // Punch, which started DCUtR, reports the direct connection to py-libp2p's NAT address.
+            // (py-libp2p may see the connection, and echo over it, before Punch's dial returns: the
+            // two lines come in either order.)
+            let upgraded = try #require(listener.anyLine(withEvent: "upgraded", within: 10), "no upgrade: \(transcript)")
+            #expect(upgraded["path"] as? String == "direct")
+            #expect((upgraded["remote_addr"] as? String ?? "").hasPrefix("/ip4/203.0.113.1/tcp/"), "\(upgraded)")
+            let echoed = try #require(listener.anyLine(withEvent: "echo", within: 10), "no echo: \(transcript)")
+            #expect(echoed["bytes"] as? Int == 1 << 20)
         }
     }
 }
@@ -92,5 +153,20 @@ extension ExternalProgram {
 
     static var repositoryRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+}
+
+extension LabProcess {
+    /// The first stdout line so far, or within `seconds`, that is a JSON object with this `event`
+    /// (any line, in whatever order the lines came).
+    func anyLine(withEvent event: String, within seconds: Double) -> ProbeResult? {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        repeat {
+            for line in outputLines {
+                if let object = try? parseJSON(line), object["event"] as? String == event { return object }
+            }
+            usleep(50_000)
+        } while Date() < deadline
+        return nil
     }
 }
