@@ -37,6 +37,9 @@ public struct HolePunchConfiguration: Sendable {
     /// How often our addresses are checked while waiting: a new public address starts the next
     /// round at once. Default 1 second.
     public var addressCheckInterval: Duration = .seconds(1)
+    /// Whether loopback addresses may be sent and dialed: never in use (a peer could make us dial
+    /// our own services), only for tests of the whole exchange on one machine.
+    var allowLoopbackAddresses = false
 
     public init() {}
 }
@@ -47,6 +50,12 @@ public struct HolePunchConfiguration: Sendable {
 /// arbitrary third parties.
 public enum HolePunchAddressFilter {
     public static func usable(_ addresses: [Multiaddr], allowPrivate: Bool, limit: Int) -> [Multiaddr] {
+        usable(addresses, allowPrivate: allowPrivate, allowLoopback: false, limit: limit)
+    }
+
+    /// As ``usable(_:allowPrivate:limit:)``, with loopback addresses kept when `allowLoopback`
+    /// (tests on one machine).
+    static func usable(_ addresses: [Multiaddr], allowPrivate: Bool, allowLoopback: Bool, limit: Int) -> [Multiaddr] {
         var result: [Multiaddr] = []
         for address in addresses where result.count < limit {
             guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp, transport.port != 0,
@@ -55,6 +64,7 @@ public enum HolePunchAddressFilter {
             switch AddressScope(ip) {
             case .public: break
             case .private where allowPrivate: break
+            case .local where allowLoopback && ip.isLoopback: break
             case .private, .local: continue
             }
             let plain = Multiaddr.tcp(IPEndpoint(address: ip, port: transport.port))
@@ -97,5 +107,12 @@ public enum HolePunchAddressFilter {
                 }
             }
         }
+    }
+}
+
+extension IPAddress {
+    /// 127.0.0.0/8 or ::1.
+    fileprivate var isLoopback: Bool {
+        isIPv4 ? bytes[0] == 127 : bytes == [UInt8](repeating: 0, count: 15) + [1]
     }
 }

@@ -24,10 +24,22 @@ public struct HolePunchOutcome: Sendable {
 /// their NATs see outgoing SYNs both ways and let a TCP simultaneous open through.
 ///
 /// The peer that accepted the relayed connection ("B" in the spec) calls ``initiate(over:host:localAddresses:configuration:)``;
-/// the other serves the protocol with ``serve(on:configuration:localAddresses:onOutcome:)``. The
-/// initiator is the Noise initiator of the direct connection, as in go-libp2p: in a simultaneous
-/// open both sides dial, so the roles come from DCUtR, not from the socket.
+/// the other serves the protocol with ``serve(on:configuration:localAddresses:onOutcome:)``. In a
+/// simultaneous open both sides dial, so the roles of the direct connection come from DCUtR, not
+/// from the socket: the side that serves ("A", which dialed through the relay and dials at SYNC)
+/// is the client, the Noise initiator and the yamux client; the initiator ("B") is the server
+/// py-libp2p 0.8.1 does the same ("the original dialer (DCUtR responder) is the
+/// client/initiator and the inbound peer (DCUtR initiator) is the server/responder"), and so does
+/// rust-libp2p (the DCUtR initiator dials with `override_role`, as a listener). go-libp2p's
+/// holepuncher marks its initiator as the client (`WithSimultaneousConnect(ctx, true, ...)`);
+/// against go-libp2p only a punch where one SYN reaches the other side's listener (which then
+/// accepts as the server) would work — untested. With mismatched roles both ends run Noise as
+/// initiators (or both wait as responders) and the punch fails.
 public enum HolePuncher {
+    /// Whether our side of the punched connection is the Noise initiator (the client): only
+    /// when we are "A", the side that serves DCUtR (DCUtR.md, step 5 and the roles after it).
+    static func isSecurityInitiator(asDCUtRInitiator: Bool) -> Bool { !asDCUtRInitiator }
+
     /// Runs the exchange as its initiator, up to ``HolePunchConfiguration/attempts`` times.
     ///
     /// - Parameters:
@@ -41,7 +53,9 @@ public enum HolePuncher {
         configuration: HolePunchConfiguration = HolePunchConfiguration()
     ) async throws -> HolePunchOutcome {
         guard relayed.path == .relayed else { throw HolePunchError(.notRelayed, "DCUtR runs over a relayed connection") }
-        let ours = HolePunchAddressFilter.usable(localAddresses, allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+        let ours = HolePunchAddressFilter.usable(
+            localAddresses, allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+            limit: configuration.maximumAddresses)
         let clock = ContinuousClock()
         let started = clock.now
         let stream = try await relayed.openStream(protocol: HolePunchProtocol.id)
@@ -64,17 +78,22 @@ public enum HolePuncher {
                 let roundTrip = clock.now - sent
                 let theirs = HolePunchAddressFilter.usable(
                     answer.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
-                    allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                    allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+                    limit: configuration.maximumAddresses)
                 guard !theirs.isEmpty else {
                     throw HolePunchError(.noAddresses, "the peer offered no usable public address")
                 }
                 // The peer dials the moment SYNC arrives: its SYN may reach our listener first.
-                host.expectHolePunch(from: theirs, peer: relayed.remotePeerID, noiseInitiator: true, for: configuration.dialTimeout + .seconds(1))
+                host.expectHolePunch(
+                    from: theirs, peer: relayed.remotePeerID, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: true),
+                    for: configuration.dialTimeout + .seconds(1))
                 try await outbound.write(try message(.sync, []))
                 // Step 5: dial after half the round trip, so both SYNs leave at about the same time.
                 try await Task.sleep(for: roundTrip / 2)
                 do {
-                    let connection = try await dialAny(theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: true, configuration: configuration)
+                    let connection = try await dialAny(
+                        theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: true),
+                        configuration: configuration)
                     return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: roundTrip, elapsed: clock.now - started, dialed: theirs)
                 } catch {
                     lastError = error
@@ -147,12 +166,16 @@ public enum HolePuncher {
                 }
                 let theirs = HolePunchAddressFilter.usable(
                     connect.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
-                    allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                    allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+                    limit: configuration.maximumAddresses)
                 let ours = HolePunchAddressFilter.usable(
-                    await localAddresses(relayed), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                    await localAddresses(relayed), allowPrivate: configuration.allowPrivateAddresses,
+                    allowLoopback: configuration.allowLoopbackAddresses, limit: configuration.maximumAddresses)
                 // Our SYN leaves at SYNC, the initiator's half a round trip later; but be ready early.
                 if !theirs.isEmpty {
-                    host.expectHolePunch(from: theirs, peer: relayed.remotePeerID, noiseInitiator: false, for: configuration.dialTimeout + configuration.exchangeTimeout)
+                    host.expectHolePunch(
+                        from: theirs, peer: relayed.remotePeerID, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: false),
+                        for: configuration.dialTimeout + configuration.exchangeTimeout)
                 }
                 try await outbound.write(try message(.connect, ours))
                 let sync = try await reader.next()
@@ -165,7 +188,9 @@ public enum HolePuncher {
                 }
                 // Step 5: dial at once on SYNC.
                 do {
-                    let connection = try await dialAny(theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: false, configuration: configuration)
+                    let connection = try await dialAny(
+                        theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: false),
+                        configuration: configuration)
                     return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: nil, elapsed: clock.now - started, dialed: theirs)
                 } catch {
                     lastError = error

@@ -14,8 +14,9 @@ struct DemoCommand: AsyncParsableCommand {
             behind r2 and `punch dial` of the listener's circuit address on h1 behind r1, then \
             prints a timeline: reservation, relayed connection, hole punch (DCUtR over TCP \
             simultaneous open), direct connection, the transfer verified over the direct path, \
-            teardown; and a one-line verdict. With a symmetric NAT no punch can work: the \
-            transfer then stays relayed (the relay's limits are lifted for it).
+            teardown; and a one-line verdict. With a symmetric NAT no punch can work (only a \
+            dialer behind one still reaches a listener behind a full-cone or address-restricted \
+            NAT directly): the transfer then stays relayed (the relay's limits are lifted for it).
 
             Examples:
               sudo punch demo
@@ -139,7 +140,7 @@ struct DemoCommand: AsyncParsableCommand {
             if ok, path == "direct" {
                 verdict = "PASS: direct connection through \(modes.0.rawValue) and \(modes.1.rawValue) NATs, \(count) bytes verified"
             } else if ok, !expectedDirect {
-                verdict = "PASS: no punch is possible through a symmetric NAT; \(count) bytes verified over the relay"
+                verdict = "PASS: no punch is possible through this symmetric NAT; \(count) bytes verified over the relay"
             } else {
                 verdict = "FAIL: " + (ok ? "the transfer stayed on the \(path) path" : "the dial failed (\(result["message"] as? String ?? "see above"))")
             }

@@ -58,6 +58,9 @@ struct RelayCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Do not serve AutoNAT v2 (by default the relay tells peers whether their addresses are reachable).")
     var noAutonat = false
 
+    @Option(name: .long, help: ArgumentHelp("How long a reservation lasts unless the peer refreshes it, in seconds.", valueName: "s"))
+    var reservationDuration: Int = 3600
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
@@ -66,6 +69,7 @@ struct RelayCommand: AsyncParsableCommand {
         if let metrics, (try? IPEndpoint(metrics)) == nil {
             throw ValidationError("--metrics wants IP:PORT (such as 127.0.0.1:9464 or [::1]:9464), not \(metrics)")
         }
+        guard reservationDuration >= 1 else { throw ValidationError("--reservation-duration must be at least 1") }
     }
 
     func run() async throws {
@@ -76,6 +80,7 @@ struct RelayCommand: AsyncParsableCommand {
             var relayConfiguration = RelayConfiguration()
             relayConfiguration.circuitDuration = limitDuration == 0 ? nil : .seconds(Int64(limitDuration))
             relayConfiguration.circuitBytes = limitBytes == 0 ? nil : limitBytes
+            relayConfiguration.reservationDuration = .seconds(Int64(reservationDuration))
             var addresses: [Multiaddr] = []
             for text in listen {
                 addresses += try await host.listen(Multiaddr(text))

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Punch
 
 /// Keeps a reservation on one relay: connects, reserves, refreshes before expiry, and after a
@@ -47,12 +48,43 @@ struct ReservationKeeper: Sendable {
         }
     }
 
+    /// Sleeps `seconds`, or less when `connection` closes first. The close ends the wait through
+    /// a ``Wake`` that the end of the sleep (or cancellation) also fires: a child task awaiting
+    /// `closeFuture.get()` cannot be cancelled, so a task group would wait for the close after
+    /// the sleep, and the refresh would never come while the connection stays up.
     private func waitUntil(seconds: Double, orClosed connection: Connection) async throws {
+        let wake = Wake()
+        connection.closeFuture.whenComplete { _ in wake.fire() }
         try await withThrowingTaskGroup(of: Void.self) { group in
+            defer { wake.fire() }
             group.addTask { try await Task.sleep(for: .seconds(seconds)) }
-            group.addTask { try? await connection.closeFuture.get() }
+            group.addTask { await wake.wait() }
             _ = try await group.next()
             group.cancelAll()
+        }
+    }
+}
+
+/// A one-shot signal: ``wait()`` returns once ``fire()`` has been called, before or after.
+final class Wake: Sendable {
+    private let state = Mutex<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func fire() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.fired = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let fired = state.withLock { state -> Bool in
+                if !state.fired { state.waiter = continuation }
+                return state.fired
+            }
+            if fired { continuation.resume() }
         }
     }
 }

@@ -276,3 +276,76 @@ import Testing
 extension Result {
     var failed: Bool { if case .failure = self { true } else { false } }
 }
+
+/// The roles on the punched connection. DCUtR.md: "For the purpose of all protocols run on top of
+/// this TCP connection, A is assumed to be the client and B the server." py-libp2p 0.8.1 follows
+/// it (its initiator dials with `dial_addr_as_responder`, its responder dials as the client), and
+/// a peer the other way round meets it with two Noise initiators and never connects. Here Punch is
+/// B and a hand-written A does exactly what the spec (and py-libp2p) does, over a real relay on
+/// loopback.
+@Suite struct HolePunchRoleTests {
+    @Test func theInitiatorIsTheServerOfThePunchedConnection() async throws {
+        let relay = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        let relayAddress = try await relay.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        let server = RelayServer(host: relay, addresses: [relayAddress.withoutPeerID()])
+        let a = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        let b = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        defer {
+            Task {
+                await b.close()
+                await a.close()
+                await relay.close()
+                _ = server
+            }
+        }
+        let aAddress = try await a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        let bAddress = try await b.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        RelayClient.acceptCircuits(on: a)
+        _ = try await RelayClient.reserve(on: try await a.dial(relayAddress), host: a)
+
+        // A by hand: CONNECT back with its address, then on SYNC dial B at once as the client.
+        let (dials, dialed) = AsyncStream.makeStream(of: Result<Connection, any Error>.self)
+        let bPeer = b.peerID
+        a.setStreamHandler(for: HolePunchProtocol.id) { stream in
+            do {
+                try await stream.channel.executeThenClose { inbound, outbound in
+                    var iterator = inbound.makeAsyncIterator()
+                    var received = ByteBuffer()
+                    func next() async throws -> PBHolePunch {
+                        while true {
+                            if let message = try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) {
+                                return message
+                            }
+                            guard var chunk = try await iterator.next() else { throw HolePunchError(.streamClosed, "B closed the stream") }
+                            received.writeBuffer(&chunk)
+                        }
+                    }
+                    let connect = try await next()
+                    let theirs = try #require(connect.obsAddrs.first.map { try Multiaddr(bytes: Array($0)) })
+                    // B's SYN may reach our listener before our own dial: it is the punch too.
+                    a.expectHolePunch(from: [theirs], peer: bPeer, noiseInitiator: true, for: .seconds(10))
+                    try await outbound.write(try HolePunchResponderTests.frame(.connect, [Data(aAddress.withoutPeerID().bytes)]))
+                    #expect(try await next().type == .sync)
+                    dialed.yield(.success(try await a.dial(theirs.appendingPeerID(bPeer.multihash), noiseInitiator: true, timeout: .seconds(5))))
+                }
+            } catch {
+                dialed.yield(.failure(error))
+            }
+        }
+
+        let relayed = try await RelayClient.connect(to: a.peerID, via: try await b.dial(relayAddress), host: b)
+        var configuration = HolePunchConfiguration()
+        configuration.allowLoopbackAddresses = true
+        configuration.attempts = 1
+        let outcome = try await HolePuncher.initiate(
+            over: relayed, host: b, localAddresses: [bAddress.withoutPeerID()], configuration: configuration)
+        #expect(outcome.connection.path == .direct)
+        #expect(outcome.connection.remotePeerID == a.peerID)
+        var results = dials.makeAsyncIterator()
+        let fromA = try #require(await results.next()).get()
+        #expect(fromA.path == .direct && fromA.remotePeerID == b.peerID)
+        // Streams work both ways on it: the yamux roles agree too.
+        #expect(try await outcome.connection.ping(count: 1).count == 1)
+        #expect(try await fromA.ping(count: 1).count == 1)
+    }
+}

@@ -140,4 +140,35 @@ import FoundationNetworking
         try await channel.close()
         return port
     }
+
+    /// `punch listen --relay` refreshes its reservation before it expires, on the connection it
+    /// holds (it refreshes 60 s before expiry: here 2 s after reserving), and keeps doing so.
+    @Test func listenerRefreshesItsReservationBeforeItExpires() throws {
+        let punch = try ExternalTools.punchBinary()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-relay-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        let relay = try BackgroundProcess(punch, [
+            "relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--identity", directory.appendingPathComponent("relay.key").path,
+            "--reservation-duration", "62", "--stun-port", "0", "--json",
+        ])
+        defer { _ = relay.stop() }
+        let relayAddress = try #require((try relay.waitForEvent("listening")["addrs"] as? [String])?.first)
+        let listener = try BackgroundProcess(punch, [
+            "listen", "--listen", "/ip4/127.0.0.1/tcp/0", "--relay", relayAddress,
+            "--identity", directory.appendingPathComponent("listener.key").path, "--json",
+        ])
+        defer { _ = listener.stop() }
+        let first = try listener.waitForEvent("reserved")
+        #expect((60...62).contains(first["expires_in_s"] as? Int ?? 0), "\(first)")
+        // Two refreshes, each about 2 s after the reservation before it.
+        for count in 2...3 {
+            let refreshed = try listener.waitForEvent("reserved", count: count, timeout: 15)
+            #expect((60...62).contains(refreshed["expires_in_s"] as? Int ?? 0), "\(refreshed)")
+            let renewal = try relay.waitForEvent("reserved", count: count, timeout: 5)
+            #expect(renewal["renewal"] as? Bool == true, "\(renewal)")
+        }
+        #expect(!listener.output.contains { $0.contains(#""event":"relay_lost""#) || $0.contains(#""event":"reservation_failed""#) })
+    }
 }

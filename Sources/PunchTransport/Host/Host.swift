@@ -303,7 +303,8 @@ public final class PunchHost: Sendable {
     /// Dials for a hole punch (DCUtR over TCP): as ``dial(_:)``, but always from the listening
     /// port (no ephemeral fallback: a punch from another port cannot work), within `timeout`,
     /// and with the Noise and yamux roles given. In a TCP simultaneous open both peers dial, so
-    /// the side that started the DCUtR exchange is the initiator (as in go-libp2p).
+    /// the roles come from DCUtR: the side that answered the exchange is the Noise initiator, as
+    /// py-libp2p and rust-libp2p have it (see `HolePuncher`).
     ///
     /// - Throws: as ``dial(_:)``; `.hostDialFailed` also when the host has no listener of the
     ///   address's family.
