@@ -25,6 +25,7 @@ struct ReservationOutcome {
     var relayGranted: Int
     var fileLimit: Int
     var relayCommand: [String]
+    var relayStatusBefore: [String: Int]
     var relayStatusAfter: [String: Int]
 
     var kibPerReservation: Double { Double(relayRSSAfter - relayRSSBefore) / 1024 / Double(reservations) }
@@ -66,6 +67,7 @@ enum ReservationBench {
             hosts += try await reserve(count: warmUp, on: relayAddress, group: group, parallel: parallel, label: "warm-up")
             try await Task.sleep(for: .seconds(settle))
             let relayBefore = try residentBytes(pid: relay.pid)
+            let statusBefore = try statusFields(pid: relay.pid)
             let clientBefore = try residentBytes(pid: getpid())
             progress("reservations: relay VmRSS \(relayBefore / 1024) KiB after the warm-up; reserving \(reservations)")
 
@@ -86,7 +88,7 @@ enum ReservationBench {
                 reservations: reservations, warmUp: warmUp, relayRSSBefore: relayBefore, relayRSSAfter: relayAfter,
                 relayHWM: (status["VmHWM"] ?? 0) * 1024,
                 clientRSSBefore: clientBefore, clientRSSAfter: clientAfter, reservingSeconds: reservingSeconds,
-                relayGranted: granted, fileLimit: fileLimit, relayCommand: [punch] + arguments, relayStatusAfter: status)
+                relayGranted: granted, fileLimit: fileLimit, relayCommand: [punch] + arguments, relayStatusBefore: statusBefore, relayStatusAfter: status)
             progress("reservations: closing \(hosts.count) hosts")
             relay.stop()
             await closeAll(hosts, parallel: parallel)

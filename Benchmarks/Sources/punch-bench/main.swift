@@ -209,7 +209,12 @@ if let outcome = reservationOutcome {
     print("relay memory: \(outcome.reservations) idle reservations, each its own PunchHost and connection (after \(outcome.warmUp) warm-up reservations)")
     print("  relay: \(outcome.relayCommand.joined(separator: " "))")
     print("  relay VmRSS before \(kib(outcome.relayRSSBefore)) KiB, after \(kib(outcome.relayRSSAfter)) KiB, peak (VmHWM) \(kib(outcome.relayHWM)) KiB")
-    print("  relay status after: " + ["RssAnon", "RssFile", "VmData", "Threads"].compactMap { key in outcome.relayStatusAfter[key].map { "\(key) \($0)" } }.joined(separator: ", "))
+    for (name, status) in [("before", outcome.relayStatusBefore), ("after", outcome.relayStatusAfter)] {
+        print("  relay status \(name): " + ["RssAnon", "RssFile", "VmData", "Threads"].compactMap { key in status[key].map { "\(key) \($0)" } }.joined(separator: ", ") + " (KiB)")
+    }
+    if let anonBefore = outcome.relayStatusBefore["RssAnon"], let anonAfter = outcome.relayStatusAfter["RssAnon"] {
+        print(String(format: "  relay anonymous memory (heap, stacks) per reservation: %.2f KiB", Double(anonAfter - anonBefore) / Double(outcome.reservations)))
+    }
     print(String(format: "  relay per reservation: %.2f KiB (target <= 16 KiB: %@)", outcome.kibPerReservation, outcome.kibPerReservation <= 16 ? "met" : "missed"))
     print(String(format: "  client process (all %d hosts): VmRSS %@ -> %@ KiB, %.2f KiB per host (for information)",
         outcome.reservations + outcome.warmUp, kib(outcome.clientRSSBefore), kib(outcome.clientRSSAfter), outcome.clientKiBPerHost))
