@@ -2,7 +2,9 @@
 //
 // Punch's throughput benchmark: `punch-bench`, a plain release executable that measures, in one
 // run, the ChaChaPoly baseline, raw TCP over loopback, a Noise + yamux stream over loopback
-// between two PunchHosts, and Noise XX handshakes, and prints the ratios between them.
+// between two PunchHosts, and Noise XX handshakes, and prints the ratios between them; with
+// `--only relay`, a stream through a relay circuit against a direct one and one through socat;
+// with `--only reservations`, a `punch relay` process's memory per idle reservation.
 // Not part of the main package, so that `swift build` and `swift test` there stay unaffected.
 // Build and run it with scripts/bench (always `-c release`).
 
@@ -23,6 +25,7 @@ let package = Package(
                 .product(name: "PunchTransport", package: "Punch"),
                 .product(name: "PunchCrypto", package: "Punch"),
                 .product(name: "PunchWire", package: "Punch"),
+                .product(name: "PunchRelay", package: "Punch"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

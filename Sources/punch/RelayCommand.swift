@@ -25,6 +25,11 @@ struct RelayCommand: AsyncParsableCommand {
             at http://HOST:PORT/metrics (reservations, circuits, bytes relayed, refusals by \
             status, STUN responses and drops, connections by path).
 
+            Reservations are limited to --max-reservations in total and \
+            --max-reservations-per-ip from one IP address, circuits to --max-circuits, and \
+            connections (reserved or not) to --max-connections; raise them for a large \
+            private relay (each connection needs a file descriptor: see ulimit -n).
+
             With --json, the first line is
               {"event":"listening","peer_id":"12D3KooW...","addrs":[...],"stun":["IP:3478"],"autonat":true,"metrics":"http://..."}
             then one line per event: reserved, reservation_ended, circuit_opened,
@@ -34,6 +39,7 @@ struct RelayCommand: AsyncParsableCommand {
               punch relay --listen /ip4/0.0.0.0/tcp/4001
               punch relay --listen /ip4/203.0.113.10/tcp/4001 --limit-duration 0 --limit-bytes 0 --json
               punch relay --listen /ip4/0.0.0.0/tcp/4001 --metrics 127.0.0.1:9464
+              punch relay --listen /ip4/0.0.0.0/tcp/4001 --max-reservations 10000 --max-reservations-per-ip 10000 --max-connections 12000
             """
     )
 
@@ -61,11 +67,26 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How long a reservation lasts unless the peer refreshes it, in seconds.", valueName: "s"))
     var reservationDuration: Int = 3600
 
+    @Option(name: .long, help: ArgumentHelp("Reservations held at once, in total.", valueName: "n"))
+    var maxReservations: Int = RelayConfiguration().maximumReservations
+
+    @Option(name: .long, help: ArgumentHelp("Reservations held at once from one IP address.", valueName: "n"))
+    var maxReservationsPerIp: Int = RelayConfiguration().maximumReservationsPerIP
+
+    @Option(name: .long, help: ArgumentHelp("Circuits open at once, in total.", valueName: "n"))
+    var maxCircuits: Int = RelayConfiguration().maximumCircuits
+
+    @Option(name: .long, help: ArgumentHelp("Connections open at once, inbound and outbound.", valueName: "n"))
+    var maxConnections: Int = HostConfiguration.defaultMaximumConnections
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
     func validate() throws {
         guard limitDuration >= 0 else { throw ValidationError("--limit-duration must be 0 or more") }
+        guard maxReservations > 0, maxReservationsPerIp > 0, maxCircuits > 0, maxConnections > 0 else {
+            throw ValidationError("--max-reservations, --max-reservations-per-ip, --max-circuits and --max-connections must be 1 or more")
+        }
         if let metrics, (try? IPEndpoint(metrics)) == nil {
             throw ValidationError("--metrics wants IP:PORT (such as 127.0.0.1:9464 or [::1]:9464), not \(metrics)")
         }
@@ -75,12 +96,17 @@ struct RelayCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
-            let host = PunchHost(configuration: HostConfiguration(identity: key))
+            var hostConfiguration = HostConfiguration(identity: key)
+            hostConfiguration.maximumConnections = maxConnections
+            let host = PunchHost(configuration: hostConfiguration)
             let output = EventPrinter(json: json)
             var relayConfiguration = RelayConfiguration()
             relayConfiguration.circuitDuration = limitDuration == 0 ? nil : .seconds(Int64(limitDuration))
             relayConfiguration.circuitBytes = limitBytes == 0 ? nil : limitBytes
             relayConfiguration.reservationDuration = .seconds(Int64(reservationDuration))
+            relayConfiguration.maximumReservations = maxReservations
+            relayConfiguration.maximumReservationsPerIP = maxReservationsPerIp
+            relayConfiguration.maximumCircuits = maxCircuits
             var addresses: [Multiaddr] = []
             for text in listen {
                 addresses += try await host.listen(Multiaddr(text))

@@ -192,18 +192,7 @@ actor LoopbackBench {
         listenerConfiguration.identifyOnConnect = false
         if let window { listenerConfiguration.yamux.streamReceiveWindow = UInt32(window) }
         let listener = PunchHost(configuration: listenerConfiguration, group: serverGroup)
-        listener.setStreamHandler(for: Self.discardProtocol) { stream in
-            try await stream.channel.executeThenClose { inbound, outbound in
-                var count: UInt64 = 0
-                for try await chunk in inbound {
-                    count += UInt64(chunk.readableBytes)
-                }
-                var answer = ByteBuffer()
-                answer.writeInteger(count)
-                try await outbound.write(answer)
-                outbound.finish()
-            }
-        }
+        Self.serveDiscard(on: listener)
         self.listener = listener
         let address = try await listener.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
 
@@ -215,6 +204,23 @@ actor LoopbackBench {
         self.dialer = dialer
         connection = try await dialer.dial(address)
 
+    }
+
+    /// Serves the discard protocol: counts what arrives until the FIN, answers the count as a
+    /// big-endian UInt64, and closes.
+    static func serveDiscard(on host: PunchHost) {
+        host.setStreamHandler(for: discardProtocol) { stream in
+            try await stream.channel.executeThenClose { inbound, outbound in
+                var count: UInt64 = 0
+                for try await chunk in inbound {
+                    count += UInt64(chunk.readableBytes)
+                }
+                var answer = ByteBuffer()
+                answer.writeInteger(count)
+                try await outbound.write(answer)
+                outbound.finish()
+            }
+        }
     }
 
     /// One transfer on a new stream, written through `NIOAsyncChannel`'s outbound writer in 64 KiB
@@ -259,7 +265,11 @@ actor LoopbackBench {
     /// (set up with `Connection.openChannel(protocol:initializer:)`); returns seconds.
     func handlerWriterTransfer(bytes: Int) async throws -> Double {
         guard let connection else { throw BenchmarkError("the hosts are not connected") }
-        let chunk = self.chunk
+        return try await Self.handlerWriterTransfer(bytes: bytes, chunk: chunk, on: connection)
+    }
+
+    /// One handler-written transfer on a new discard stream of `connection`; returns seconds.
+    static func handlerWriterTransfer(bytes: Int, chunk: ByteBuffer, on connection: Connection) async throws -> Double {
         let result = try await connection.openChannel(protocol: Self.discardProtocol) { channel in
             channel.eventLoop.makeCompletedFuture {
                 let sender = BulkSender(chunk: chunk, total: bytes, result: channel.eventLoop.makePromise())
@@ -278,7 +288,7 @@ actor LoopbackBench {
         try? await serverGroup.shutdownGracefully()
     }
 
-    private static func seconds(_ outcome: TransferOutcome, expected: Int) throws -> Double {
+    static func seconds(_ outcome: TransferOutcome, expected: Int) throws -> Double {
         guard outcome.acknowledged == UInt64(expected) else {
             throw BenchmarkError("the receiver acknowledged \(outcome.acknowledged) of \(expected) bytes")
         }

@@ -18,17 +18,40 @@ struct Options {
     var json = false
     /// The yamux stream receive window of both hosts; `nil` keeps the library default.
     var window: Int?
-    /// Which measurements to run (all by default).
-    var only: Set<Measurement.Kind> = Set(Measurement.Kind.allCases)
+    /// Which measurements to run (the crypto, TCP and direct stream ones by default).
+    var only: Set<Measurement.Kind> = Measurement.Kind.defaults
+    /// `--only reservations`: the relay memory measurement.
+    var reservationRun = false
+    /// Idle reservations the memory measurement holds at once.
+    var reservations = 10_000
+    /// Reservations made (and kept) before the first memory reading, to warm the relay up.
+    var warmUpReservations = 100
+    /// Hosts dialing and reserving at once in the memory measurement.
+    var parallel = 64
+    /// Seconds the relay is left idle before each memory reading.
+    var settleSeconds = 5.0
+    /// The release `punch` binary the memory measurement runs as the relay.
+    var punch: String?
 
     static let usage = """
         usage: punch-bench [--bytes N[K|M|G]] [--seconds S] [--repeats R] [--only LIST] [--json]
           --bytes N     bytes per transfer (default 512M)
           --seconds S   seconds per repetition of the CPU-only measurements (default 2)
           --repeats R   measured repetitions after one warm-up; the median is reported (default 3)
-          --only LIST   comma-separated subset of: \(Measurement.Kind.allCases.map(\.rawValue).joined(separator: ","))
-          --window N    yamux stream receive window of both hosts (default: the library's, 256K)
+          --only LIST   comma-separated subset of: \(Measurement.Kind.allCases.map(\.rawValue).joined(separator: ",")),
+                        relay (= \(Measurement.Kind.relay.map(\.rawValue).sorted().joined(separator: ","))), reservations;
+                        default: \(Measurement.Kind.defaults.map(\.rawValue).sorted().joined(separator: ","))
+                        relay_*: one stream B->A through a relay circuit, direct, and through
+                        socat (needs socat on PATH); reservations: a `punch relay` process's
+                        memory per idle reservation (needs --punch)
+          --window N    yamux stream receive window of all hosts (default: the library's, 256K)
           --json        also print the figures as one JSON object on the last line
+        reservations:
+          --punch PATH        the release punch binary to run as the relay
+          --reservations N    idle reservations to hold (default 10000)
+          --warm-up N         reservations made before the first memory reading (default 100)
+          --parallel N        hosts dialing and reserving at once (default 64)
+          --settle S          idle seconds before each memory reading (default 5)
         """
 
     static func parse(_ arguments: [String]) throws -> Options {
@@ -51,11 +74,33 @@ struct Options {
                 options.repeats = repeats
             case "--only":
                 var kinds = Set<Measurement.Kind>()
+                options.reservationRun = false
                 for name in try value().split(separator: ",") {
-                    guard let kind = Measurement.Kind(rawValue: String(name)) else { throw UsageError("unknown measurement \(name)") }
-                    kinds.insert(kind)
+                    if name == "relay" {
+                        kinds.formUnion(Measurement.Kind.relay)
+                    } else if name == "reservations" {
+                        options.reservationRun = true
+                    } else if let kind = Measurement.Kind(rawValue: String(name)) {
+                        kinds.insert(kind)
+                    } else {
+                        throw UsageError("unknown measurement \(name)")
+                    }
                 }
                 options.only = kinds
+            case "--punch":
+                options.punch = try value()
+            case "--reservations":
+                guard let count = Int(try value()), count > 0 else { throw UsageError("--reservations takes a positive integer") }
+                options.reservations = count
+            case "--warm-up":
+                guard let count = Int(try value()), count >= 0 else { throw UsageError("--warm-up takes 0 or more") }
+                options.warmUpReservations = count
+            case "--parallel":
+                guard let count = Int(try value()), count > 0 else { throw UsageError("--parallel takes a positive integer") }
+                options.parallel = count
+            case "--settle":
+                guard let seconds = Double(try value()), seconds >= 0 else { throw UsageError("--settle takes 0 or more seconds") }
+                options.settleSeconds = seconds
             case "--json":
                 options.json = true
             case "--window":
@@ -67,6 +112,9 @@ struct Options {
                 throw UsageError("unknown argument \(arguments[index])")
             }
             index += 1
+        }
+        if options.reservationRun, options.punch == nil {
+            throw UsageError("--only reservations needs --punch PATH (the release punch binary; scripts/bench-relay builds it)")
         }
         return options
     }
@@ -101,6 +149,14 @@ struct BenchmarkError: Error, CustomStringConvertible {
 struct Measurement {
     enum Kind: String, CaseIterable, Hashable {
         case seal, encrypt, decrypt, tcp, async, handler, handshake
+        /// One stream between two PunchHosts on loopback: direct, through a relay circuit, and
+        /// direct but through a socat TCP forwarder.
+        case relayDirect = "relay_direct", relayCircuit = "relay_circuit", relaySocat = "relay_socat"
+
+        /// What runs without `--only`: everything but the relay measurements.
+        static let defaults: Set<Kind> = [.seal, .encrypt, .decrypt, .tcp, .async, .handler, .handshake]
+        /// `--only relay`.
+        static let relay: Set<Kind> = [.relayDirect, .relayCircuit, .relaySocat]
     }
 
     let kind: Kind

@@ -95,9 +95,45 @@ do {
         throw error
     }
     await loopback.shutdown()
+
+    if !options.only.isDisjoint(with: Measurement.Kind.relay) {
+        let relay = RelayBench()
+        do {
+            progress("relay: starting the relay, A (reserved), B, and socat in front of A")
+            try await relay.start(window: options.window)
+            let paths: [(Measurement.Kind, String, RelayBench.Path)] = [
+                (.relayDirect, "B->A stream, direct", .direct),
+                (.relayCircuit, "B->A stream, through a relay circuit", .relayed),
+                (.relaySocat, "B->A stream, direct through socat", .forwarded),
+            ]
+            for (kind, title, path) in paths {
+                if let row = try await measure(
+                    kind, title, unit: "MiB/s",
+                    warmUp: { _ = try await relay.transfer(bytes: warmUpBytes, over: path) },
+                    once: { mib / (try await relay.transfer(bytes: options.bytes, over: path)) })
+                { rows.append(row) }
+            }
+        } catch {
+            await relay.shutdown()
+            throw error
+        }
+        await relay.shutdown()
+    }
 } catch {
     progress("failed: \(error)")
     exit(1)
+}
+
+var reservationOutcome: ReservationOutcome?
+if options.reservationRun, let punch = options.punch {
+    do {
+        reservationOutcome = try await ReservationBench.run(
+            punch: punch, reservations: options.reservations, warmUp: options.warmUpReservations,
+            parallel: options.parallel, settle: options.settleSeconds)
+    } catch {
+        progress("failed: \(error)")
+        exit(1)
+    }
 }
 
 // MARK: - Report
@@ -120,12 +156,14 @@ let cores = ProcessInfo.processInfo.activeProcessorCount
 print(
     "punch-bench: \(format(mib)) MiB per transfer, \(format(options.seconds)) s per CPU-only repetition, "
         + "median of \(options.repeats) after a warm-up; \(cores) cores, load average \(loadBefore) before, \(loadAverage()) after")
+if !rows.isEmpty {
 print("")
 print(padded("measurement", 44, left: true) + padded("median", 9) + padded("min", 9) + padded("max", 9) + "  unit   " + "cpu")
 for row in rows {
     print(
         padded(row.title, 44, left: true) + padded(format(row.median), 9) + padded(format(row.minimum), 9)
             + padded(format(row.maximum), 9) + "  " + padded(row.unit, 5, left: true) + "  " + String(format: "%.2f", row.medianCPU))
+}
 }
 
 // The baseline is the project's own encrypt path when measured, else swift-crypto's seal.
@@ -145,6 +183,13 @@ if let tcp = figure(.tcp) {
     if let value = figure(.async) { ratios.append(("async_tcp", "secure stream (async writer) / raw TCP", value / tcp)) }
     if let value = figure(.handler) { ratios.append(("handler_tcp", "secure stream (handler writer) / raw TCP", value / tcp)) }
 }
+if let circuit = figure(.relayCircuit) {
+    if let direct = figure(.relayDirect) { ratios.append(("relay_circuit_direct", "relay circuit / direct", circuit / direct)) }
+    if let socat = figure(.relaySocat) { ratios.append(("relay_circuit_socat", "relay circuit / direct through socat", circuit / socat)) }
+}
+if let socat = figure(.relaySocat), let direct = figure(.relayDirect) {
+    ratios.append(("relay_socat_direct", "direct through socat / direct", socat / direct))
+}
 let target = 0.60
 if !ratios.isEmpty {
     print("")
@@ -158,6 +203,25 @@ if !ratios.isEmpty {
     }
 }
 
+if let outcome = reservationOutcome {
+    let kib = { (bytes: Int) in String(format: "%.0f", Double(bytes) / 1024) }
+    print("")
+    print("relay memory: \(outcome.reservations) idle reservations, each its own PunchHost and connection (after \(outcome.warmUp) warm-up reservations)")
+    print("  relay: \(outcome.relayCommand.joined(separator: " "))")
+    print("  relay VmRSS before \(kib(outcome.relayRSSBefore)) KiB, after \(kib(outcome.relayRSSAfter)) KiB, peak (VmHWM) \(kib(outcome.relayHWM)) KiB")
+    for (name, status) in [("before", outcome.relayStatusBefore), ("after", outcome.relayStatusAfter)] {
+        print("  relay status \(name): " + ["RssAnon", "RssFile", "VmData", "Threads"].compactMap { key in status[key].map { "\(key) \($0)" } }.joined(separator: ", ") + " (KiB)")
+    }
+    if let anonBefore = outcome.relayStatusBefore["RssAnon"], let anonAfter = outcome.relayStatusAfter["RssAnon"] {
+        print(String(format: "  relay anonymous memory (heap, stacks) per reservation: %.2f KiB", Double(anonAfter - anonBefore) / Double(outcome.reservations)))
+    }
+    print(String(format: "  relay per reservation: %.2f KiB (target <= 16 KiB: %@)", outcome.kibPerReservation, outcome.kibPerReservation <= 16 ? "met" : "missed"))
+    print(String(format: "  client process (all %d hosts): VmRSS %@ -> %@ KiB, %.2f KiB per host (for information)",
+        outcome.reservations + outcome.warmUp, kib(outcome.clientRSSBefore), kib(outcome.clientRSSAfter), outcome.clientKiBPerHost))
+    print(String(format: "  %d reservations made in %.1f s; the relay reported %d granted; open-file limit %d",
+        outcome.reservations, outcome.reservingSeconds, outcome.relayGranted, outcome.fileLimit))
+}
+
 if options.json {
     var object: [String: Any] = [
         "bytes": options.bytes, "seconds": options.seconds, "repeats": options.repeats, "cores": cores,
@@ -167,7 +231,8 @@ if options.json {
     let names: [Measurement.Kind: String] = [
         .seal: "chachapoly_seal_mib_s", .encrypt: "noise_encrypt_mib_s", .decrypt: "noise_decrypt_mib_s",
         .tcp: "raw_tcp_mib_s", .async: "noise_yamux_async_mib_s", .handler: "noise_yamux_handler_mib_s",
-        .handshake: "noise_handshakes_per_s",
+        .handshake: "noise_handshakes_per_s", .relayDirect: "relay_direct_mib_s", .relayCircuit: "relay_circuit_mib_s",
+        .relaySocat: "relay_socat_mib_s",
     ]
     for row in rows {
         object[names[row.kind]!] = (row.median * 10).rounded() / 10
@@ -176,6 +241,16 @@ if options.json {
     }
     for (key, _, value) in ratios {
         object["ratio_\(key)"] = (value * 1000).rounded() / 1000
+    }
+    if let outcome = reservationOutcome {
+        object["reservations"] = outcome.reservations
+        object["reservations_warm_up"] = outcome.warmUp
+        object["relay_rss_before_kib"] = outcome.relayRSSBefore / 1024
+        object["relay_rss_after_kib"] = outcome.relayRSSAfter / 1024
+        object["relay_kib_per_reservation"] = (outcome.kibPerReservation * 100).rounded() / 100
+        object["client_rss_before_kib"] = outcome.clientRSSBefore / 1024
+        object["client_rss_after_kib"] = outcome.clientRSSAfter / 1024
+        object["reserving_seconds"] = (outcome.reservingSeconds * 10).rounded() / 10
     }
     let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
     print(String(decoding: data, as: UTF8.self))
