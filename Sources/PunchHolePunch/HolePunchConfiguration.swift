@@ -26,6 +26,10 @@ public struct HolePunchConfiguration: Sendable {
     public var dialTimeout: TimeAmount = .seconds(5)
     /// The most DCUtR exchanges served at once (the responding side). Default 16.
     public var maximumConcurrentExchanges = 16
+    /// Whether ``HolePuncher/keepUpgrading(_:host:localAddresses:configuration:onRound:)`` first
+    /// dials the public addresses the peer advertises in identify, before any DCUtR exchange
+    /// (DCUtR.md: "a unilateral connection upgrade"). On by default.
+    public var dialAdvertisedAddressesFirst = true
     /// Exchanges ``HolePuncher/keepUpgrading(_:host:localAddresses:configuration:onRound:)`` runs
     /// on one relayed connection before it leaves it relayed: the first and 3 retries. Default 4.
     public var rounds = 4

@@ -4,7 +4,9 @@ import PunchWire
 
 extension HolePuncher {
     /// Keeps trying to upgrade a relayed connection while the peer is reachable only through the
-    /// relay (issue 7, "Upgrade"): runs ``initiate(over:host:localAddresses:configuration:)``,
+    /// relay (issue 7, "Upgrade"): first dials the peer's advertised public addresses
+    /// (``dialAdvertisedAddresses(of:host:configuration:)``, unless
+    /// ``HolePunchConfiguration/dialAdvertisedAddressesFirst`` is off), then runs ``initiate(over:host:localAddresses:configuration:)``,
     /// and after a failure waits ``HolePunchConfiguration/retryDelay`` (growing by
     /// ``HolePunchConfiguration/retryMultiplier``) before the next round, up to
     /// ``HolePunchConfiguration/rounds`` rounds. A change of our public addresses ends the wait at
@@ -19,6 +21,53 @@ extension HolePuncher {
     ///   - onRound: told of each round's outcome, with the wait before the next round (`nil`:
     ///     no further round).
     /// - Returns: the punched connection, or `nil` when every round failed or it stopped.
+    /// The spec's first step (DCUtR.md, "The Protocol"): the inbound peer checks the addresses the
+    /// other side advertises in identify and, if some are public, dials them directly — no
+    /// coordination is needed to reach a public peer. Only addresses that pass
+    /// ``HolePunchAddressFilter`` are dialed (TCP, public unless private ones are allowed, at most
+    /// ``HolePunchConfiguration/maximumAddresses``), each within
+    /// ``HolePunchConfiguration/dialTimeout``, with the peer's PeerID checked by Noise.
+    ///
+    /// - Returns: the direct connection (as an outcome with `attempt` 0), or `nil` when the peer
+    ///   advertises no usable address or none answered.
+    public static func dialAdvertisedAddresses(
+        of relayed: Connection, host: PunchHost, configuration: HolePunchConfiguration = HolePunchConfiguration()
+    ) async -> HolePunchOutcome? {
+        guard relayed.path == .relayed, let info = try? await relayed.identify() else { return nil }
+        let advertised = HolePunchAddressFilter.usable(
+            info.listenAddresses, allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+            limit: configuration.maximumAddresses)
+        guard !advertised.isEmpty else { return nil }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let peer = relayed.remotePeerID
+        let connection = await withTaskGroup(of: Connection?.self) { group -> Connection? in
+            for address in advertised {
+                group.addTask {
+                    try? await withThrowingTaskGroup(of: Connection?.self) { inner in
+                        inner.addTask { try await host.dial(address.appendingPeerID(peer.multihash)) }
+                        inner.addTask {
+                            try await Task.sleep(for: .nanoseconds(configuration.dialTimeout.nanoseconds))
+                            return nil
+                        }
+                        let first = try await inner.next() ?? nil
+                        inner.cancelAll()
+                        return first
+                    }
+                }
+            }
+            var winner: Connection?
+            for await result in group {
+                if let result {
+                    if winner == nil { winner = result } else { await result.close() }
+                }
+            }
+            return winner
+        }
+        guard let connection else { return nil }
+        return HolePunchOutcome(connection: connection, attempt: 0, roundTrip: nil, elapsed: clock.now - started, dialed: advertised)
+    }
+
     @discardableResult
     public static func keepUpgrading(
         _ relayed: Connection, host: PunchHost, localAddresses: @escaping @Sendable () async -> [Multiaddr],
@@ -26,6 +75,11 @@ extension HolePuncher {
         onRound: @escaping @Sendable (Result<HolePunchOutcome, any Error>, _ retryIn: Duration?) -> Void = { _, _ in }
     ) async -> HolePunchOutcome? {
         let peer = relayed.remotePeerID
+        // A peer that advertises public addresses is dialed directly first (DCUtR.md).
+        if configuration.dialAdvertisedAddressesFirst, let direct = await dialAdvertisedAddresses(of: relayed, host: host, configuration: configuration) {
+            onRound(.success(direct), nil)
+            return direct
+        }
         var delay = configuration.retryDelay
         for round in 1...max(1, configuration.rounds) {
             let ours = HolePunchAddressFilter.usable(

@@ -9,7 +9,8 @@ import PunchWire
 public struct HolePunchOutcome: Sendable {
     /// The direct connection (TCP simultaneous open, Noise and yamux on it).
     public let connection: Connection
-    /// The attempt that succeeded, from 1.
+    /// The attempt that succeeded, from 1; 0 for a direct dial of the addresses the peer advertises,
+    /// without a DCUtR exchange (``HolePuncher/dialAdvertisedAddresses(of:host:configuration:)``).
     public let attempt: Int
     /// The relayed round trip measured in that attempt (CONNECT to CONNECT), for the initiator.
     public let roundTrip: Duration?
@@ -17,6 +18,15 @@ public struct HolePunchOutcome: Sendable {
     public let elapsed: Duration
     /// The peer's addresses that were dialed.
     public let dialed: [Multiaddr]
+
+    /// An outcome; also for a direct connection the peer opened to us by itself (`attempt` 0).
+    public init(connection: Connection, attempt: Int, roundTrip: Duration?, elapsed: Duration, dialed: [Multiaddr]) {
+        self.connection = connection
+        self.attempt = attempt
+        self.roundTrip = roundTrip
+        self.elapsed = elapsed
+        self.dialed = dialed
+    }
 }
 
 /// Direct Connection Upgrade through Relay (libp2p/specs relay/DCUtR.md) over TCP: two peers on a

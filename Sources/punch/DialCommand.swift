@@ -72,6 +72,22 @@ struct DialCommand: AsyncParsableCommand {
                 HolePuncher.serve(on: node, localAddresses: { _ in await confirmed.current() }) { _, result in
                     upgradeContinuation.yield(result)
                 }
+                // A listener that sees public addresses of ours in identify dials them directly
+                // (DCUtR.md's unilateral upgrade): that inbound connection is the upgrade too.
+                if let targetHash = target.peerID, let targetPeer = try? PeerID(multihash: targetHash) {
+                    let since = ContinuousClock.now
+                    Task {
+                        for await event in node.events {
+                            if case .connected(let connection) = event, connection.path == .direct, connection.direction == .inbound,
+                                connection.remotePeerID == targetPeer
+                            {
+                                upgradeContinuation.yield(.success(HolePunchOutcome(
+                                    connection: connection, attempt: 0, roundTrip: nil, elapsed: ContinuousClock.now - since, dialed: [])))
+                                return
+                            }
+                        }
+                    }
+                }
             }
 
             let clock = ContinuousClock()
