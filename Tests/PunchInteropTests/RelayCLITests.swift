@@ -36,8 +36,10 @@ import FoundationNetworking
         #expect(circuit == "\(relayAddress)/p2p-circuit/p2p/\(listenerPeer)")
         _ = try relay.waitForEvent("reserved")
 
-        // 64 KiB: within the relay's default limit of 128 KiB each way.
-        let dial = try ExternalTools.run(punch, ["dial", circuit, "--bytes", "65536", "--json"], timeout: 60)
+        // 64 KiB: within the relay's default limit of 128 KiB each way. The dialer listens on
+        // loopback only, so the listener finds no public address of it to dial directly (on
+        // 0.0.0.0 it would advertise this machine's interface addresses) and the path stays relayed.
+        let dial = try ExternalTools.run(punch, ["dial", circuit, "--listen", "/ip4/127.0.0.1/tcp/0", "--bytes", "65536", "--json"], timeout: 60)
         #expect(dial.status == 0, "punch dial failed: \(dial.stdout) \(dial.stderr)")
         let lines = try dial.stdout.split(separator: "\n").map { try ExternalTools.jsonObject(String($0)) }
         let connected = try #require(lines.first { $0["event"] as? String == "connected" })
@@ -53,7 +55,7 @@ import FoundationNetworking
         #expect(opened["to"] as? String == listenerPeer)
 
         // Over the limit: the relay cuts the circuit and the dial fails cleanly.
-        let tooMuch = try ExternalTools.run(punch, ["dial", circuit, "--bytes", "1048576", "--json"], timeout: 60)
+        let tooMuch = try ExternalTools.run(punch, ["dial", circuit, "--listen", "/ip4/127.0.0.1/tcp/0", "--bytes", "1048576", "--json"], timeout: 60)
         #expect(tooMuch.status != 0)
         #expect(tooMuch.stdout.contains(#""ok":false"#))
         let closed = try relay.waitForJSON { $0["event"] as? String == "circuit_closed" && ($0["reason"] as? String ?? "").contains("data limit") }
@@ -92,7 +94,7 @@ import FoundationNetworking
         ])
         defer { _ = listener.stop() }
         let circuit = try #require((try listener.waitForEvent("reserved")["circuit_addrs"] as? [String])?.first)
-        let dial = try ExternalTools.run(punch, ["dial", circuit, "--bytes", "4096", "--json"], timeout: 60)
+        let dial = try ExternalTools.run(punch, ["dial", circuit, "--listen", "/ip4/127.0.0.1/tcp/0", "--bytes", "4096", "--json"], timeout: 60)
         #expect(dial.status == 0, "punch dial failed: \(dial.stdout) \(dial.stderr)")
         _ = try relay.waitForEvent("circuit_closed")
         // A circuit to a peer without a reservation is refused with NO_RESERVATION.
