@@ -65,7 +65,7 @@ public enum HolePunchAddressFilter {
             guard !address.isCircuit, let transport = address.transport, transport.kind == .tcp, transport.port != 0,
                 case .ip(let ip) = transport.host, address.components.count <= 3
             else { continue }
-            switch AddressScope(ip) {
+            switch ip.scope {
             case .public: break
             case .private where allowPrivate: break
             case .local where allowLoopback && ip.isLoopback: break
@@ -75,48 +75,5 @@ public enum HolePunchAddressFilter {
             if !result.contains(plain) { result.append(plain) }
         }
         return result
-    }
-
-    /// Where an address can be reached from.
-    enum AddressScope {
-        case `public`
-        /// RFC 1918, RFC 6598 (carrier-grade NAT) and IPv6 unique-local.
-        case `private`
-        /// Loopback, unspecified, multicast, broadcast, link-local: never a peer's address.
-        case local
-
-        init(_ address: IPAddress) {
-            let bytes = address.bytes
-            if address.isIPv4 {
-                let (a, b) = (bytes[0], bytes[1])
-                switch a {
-                case 0, 127: self = .local
-                case 224...255: self = .local  // multicast, reserved, broadcast
-                case 169 where b == 254: self = .local
-                case 10: self = .private
-                case 172 where (16...31).contains(b): self = .private
-                case 192 where b == 168: self = .private
-                case 100 where (64...127).contains(b): self = .private
-                default: self = .public
-                }
-            } else {
-                if bytes.allSatisfy({ $0 == 0 }) || bytes == [UInt8](repeating: 0, count: 15) + [1] {
-                    self = .local
-                } else if bytes[0] == 0xFF || (bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80) {
-                    self = .local
-                } else if bytes[0] & 0xFE == 0xFC {
-                    self = .private
-                } else {
-                    self = .public
-                }
-            }
-        }
-    }
-}
-
-extension IPAddress {
-    /// 127.0.0.0/8 or ::1.
-    fileprivate var isLoopback: Bool {
-        isIPv4 ? bytes[0] == 127 : bytes == [UInt8](repeating: 0, count: 15) + [1]
     }
 }

@@ -75,7 +75,7 @@ public enum HolePuncher {
             throw HolePunchError(.noAddresses, "no public address of ours to offer (have: \(localAddresses.map { "\($0)" }))")
         }
         return try await stream.channel.executeThenClose { inbound, outbound in
-            var reader = MessageReader(inbound.makeAsyncIterator(), channel: stream.channel.channel, configuration: configuration)
+            var reader = MessageReader(inbound, channel: stream.channel.channel, configuration: configuration)
             var lastError: (any Error)?
             for attempt in 1...configuration.attempts {
                 // Steps 2-4 of the spec: CONNECT, CONNECT back (RTT), SYNC.
@@ -161,7 +161,7 @@ public enum HolePuncher {
         let started = clock.now
         let relayed = stream.connection
         return try await stream.channel.executeThenClose { inbound, outbound in
-            var reader = MessageReader(inbound.makeAsyncIterator(), channel: stream.channel.channel, configuration: configuration)
+            var reader = MessageReader(inbound, channel: stream.channel.channel, configuration: configuration)
             var lastError: (any Error)?
             // The initiator retries on the same stream; more CONNECTs than it may send are refused.
             for attempt in 1...configuration.attempts {
@@ -248,51 +248,26 @@ public enum HolePuncher {
         return buffer
     }
 
-    /// Reads varint-delimited DCUtR messages from a stream, each within the size and time limits:
-    /// a message that does not arrive within ``HolePunchConfiguration/exchangeTimeout`` closes the
-    /// stream.
+    /// Reads varint-delimited DCUtR messages from a stream (``DelimitedMessageReader``), each
+    /// within ``HolePunchConfiguration/maximumMessageLength``: a message that does not arrive
+    /// within ``HolePunchConfiguration/exchangeTimeout`` closes the stream.
     struct MessageReader {
-        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-        var buffer = ByteBuffer()
-        let configuration: HolePunchConfiguration
-        let channel: Channel
-        let timedOut = NIOLockedValueBox(false)
+        private var reader: DelimitedMessageReader<PBHolePunch>
 
-        init(_ iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, channel: Channel, configuration: HolePunchConfiguration) {
-            self.iterator = iterator
-            self.channel = channel
-            self.configuration = configuration
+        init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, channel: Channel, configuration: HolePunchConfiguration) {
+            reader = DelimitedMessageReader(
+                inbound, channel: channel, maximumLength: configuration.maximumMessageLength, timeout: configuration.exchangeTimeout)
         }
 
         mutating func next() async throws -> PBHolePunch {
-            let timedOut = self.timedOut
-            let channel = self.channel
-            let watchdog = channel.eventLoop.scheduleTask(in: configuration.exchangeTimeout) {
-                timedOut.withLockedValue { $0 = true }
-                channel.close(promise: nil)
-            }
-            defer { watchdog.cancel() }
-            while true {
-                do {
-                    if let message = try ProtobufFraming.readDelimited(PBHolePunch.self, from: &buffer, maximumLength: configuration.maximumMessageLength) {
-                        return message
-                    }
-                } catch {
-                    throw HolePunchError(.malformedMessage, "a DCUtR message is malformed or over \(configuration.maximumMessageLength) bytes: \(error)")
-                }
-                let chunk: ByteBuffer?
-                do {
-                    chunk = try await iterator.next()
-                } catch {
-                    chunk = nil
-                }
-                guard var bytes = chunk else {
-                    if timedOut.withLockedValue({ $0 }) {
-                        throw HolePunchError(.timeout, "no DCUtR message arrived within \(configuration.exchangeTimeout)")
-                    }
-                    throw HolePunchError(.streamClosed, "the DCUtR stream ended")
-                }
-                buffer.writeBuffer(&bytes)
+            do {
+                return try await reader.next()
+            } catch .malformed(let error) {
+                throw HolePunchError(.malformedMessage, "a DCUtR message is malformed or over \(reader.maximumLength) bytes: \(error)")
+            } catch .timedOut {
+                throw HolePunchError(.timeout, "no DCUtR message arrived within \(reader.timeout)")
+            } catch .ended {
+                throw HolePunchError(.streamClosed, "the DCUtR stream ended")
             }
         }
     }

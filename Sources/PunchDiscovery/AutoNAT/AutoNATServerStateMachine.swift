@@ -153,7 +153,7 @@ public struct AutoNATServerStateMachine: Sendable {
         }
         guard ip.isIPv4 ? dialsIPv4 : dialsIPv6 else { return nil }
         // "The Server SHOULD NOT dial any private address."
-        if AutoNATAddressScope(ip) != .public, !configuration.allowPrivateAddresses { return nil }
+        if ip.scope != .public, !configuration.allowPrivateAddresses { return nil }
         return Multiaddr.tcp(IPEndpoint(address: ip, port: transport.port)).appendingPeerID(client.multihash)
     }
 
