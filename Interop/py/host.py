@@ -322,9 +322,14 @@ async def echo(host, peer_id: ID, size: int) -> float:
     echoed bytes fill our receive window (py-libp2p's yamux write gives up with
     "Timed out waiting for window update after 5 seconds").
     """
+    stream = await host.new_stream(peer_id, [ECHO_PROTOCOL])
+    return await echo_over(stream, size)
+
+
+async def echo_over(stream, size: int) -> float:
+    """The echo of `echo` on a stream already negotiated for ECHO_PROTOCOL; closes it."""
     payload = os.urandom(size)
     received = bytearray()
-    stream = await host.new_stream(peer_id, [ECHO_PROTOCOL])
     start = time.perf_counter()
 
     async def write_all() -> None:

@@ -46,7 +46,6 @@ py-libp2p behaviour this relies on (read from the 0.8.1 source):
 """
 
 import argparse
-import os
 import sys
 import time
 
@@ -69,6 +68,7 @@ from host import (
     DialFailure,
     describe,
     echo,
+    echo_over,
     emit,
     key_pair_from,
     make_host,
@@ -238,38 +238,9 @@ async def listen(relay_address: str, ip: str, port: int, key_pair, dcutr: bool, 
 async def echo_on_best_connection(host, peer_id, size: int) -> tuple[float, str]:
     """host.py's echo, on the connection py-libp2p picks for a new stream (its default strategy
     prefers a direct connection to a relayed one); returns the seconds and that connection's path."""
-    payload = os.urandom(size)
-    received = bytearray()
     stream = await host.new_stream(peer_id, [ECHO_PROTOCOL])
     path = path_of(host, stream.muxed_conn)
-    start = time.perf_counter()
-
-    async def write_all() -> None:
-        view = memoryview(payload)
-        for offset in range(0, size, CHUNK):
-            await stream.write(bytes(view[offset : offset + CHUNK]))
-        await stream.close_write()
-
-    async def read_all() -> None:
-        while True:
-            try:
-                chunk = await stream.read(CHUNK)
-            except StreamEOF:
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-            if len(received) > size:
-                raise DialFailure(f"echo returned more than the {size} bytes sent")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(write_all)
-        nursery.start_soon(read_all)
-    seconds = time.perf_counter() - start
-    await stream.close()
-    if bytes(received) != payload:
-        raise DialFailure(f"echo returned {len(received)} bytes of {size}, or different bytes")
-    return seconds, path
+    return await echo_over(stream, size), path
 
 
 async def wait_for_direct(host, peer_id, seconds: float) -> bool:
