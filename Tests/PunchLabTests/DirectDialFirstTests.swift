@@ -10,27 +10,14 @@ extension NATLabSelfTests {
     @Suite struct DirectDialFirst {
         @Test func aListenerDialsAPublicDialerDirectlyWithoutAPunch() throws {
             let punch = try ExternalProgram.punch()
-            let lab = try NATLab.build()
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-direct-first-\(UUID().uuidString)")
-            var processes: [LabProcess] = []
-            defer {
-                for process in processes { process.stop() }
-                lab.tearDown()
-                try? FileManager.default.removeItem(at: directory)
-            }
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-
-            let relay = try lab.spawn(.srv, [
-                punch, "relay", "--listen", "/ip4/203.0.113.10/tcp/4001", "--identity", directory.appendingPathComponent("relay.key").path, "--json",
-            ])
-            processes.append(relay)
-            let relayAddress = try #require((try parseJSON(relay.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20))))["addrs"] as? [String])[0]
+            let lab = try RelayLab(punch: punch, name: "punch-direct-first")
+            defer { lab.tearDown() }
+            let relayAddress = lab.relayAddress
 
             let listener = try lab.spawn(.h2, [
                 punch, "listen", "--listen", "/ip4/0.0.0.0/tcp/4001", "--relay", relayAddress,
-                "--identity", directory.appendingPathComponent("listener.key").path, "--json",
+                "--identity", lab.identity("listener"), "--json",
             ])
-            processes.append(listener)
             let reserved = try parseJSON(listener.waitForLine(containing: #""event":"reserved""#, timeout: .seconds(20)))
             let circuit = try #require((reserved["circuit_addrs"] as? [String])?.first)
 
@@ -38,7 +25,6 @@ extension NATLabSelfTests {
                 punch, "dial", circuit, "--listen", "/ip4/203.0.113.11/tcp/0", "--bytes", "65536", "--pings", "1",
                 "--upgrade-timeout", "30", "--json",
             ])
-            processes.append(dialer)
             let status = try dialer.waitForExit(timeout: .seconds(60))
             let lines = dialer.outputLines.compactMap { try? parseJSON($0) }
             let transcript = "punch dial (status \(status)):\n\(dialer.outputLines.joined(separator: "\n"))\n\(dialer.errorOutput.suffix(2000))\n"

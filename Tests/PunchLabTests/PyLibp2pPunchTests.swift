@@ -15,27 +15,14 @@ extension NATLabSelfTests {
         @Test func aPunchDialerAndAPyLibp2pListenerEndDirect() throws {
             let punch = try ExternalProgram.punch()
             let python = try ExternalProgram.pyLibp2pPython()
-            let lab = try NATLab.build()
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-py-lab-\(UUID().uuidString)")
-            var processes: [LabProcess] = []
-            defer {
-                for process in processes { process.stop() }
-                lab.tearDown()
-                try? FileManager.default.removeItem(at: directory)
-            }
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-
-            let relay = try lab.spawn(.srv, [
-                punch, "relay", "--listen", "/ip4/203.0.113.10/tcp/4001", "--identity", directory.appendingPathComponent("relay.key").path, "--json",
-            ])
-            processes.append(relay)
-            let relayAddress = try #require((try parseJSON(relay.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20))))["addrs"] as? [String])[0]
+            let lab = try RelayLab(punch: punch, name: "punch-py-lab")
+            defer { lab.tearDown() }
+            let relayAddress = lab.relayAddress
 
             let listener = try lab.spawn(.h2, [
                 python, ExternalProgram.pyLibp2pScript("relay.py"), "listen", "--relay", relayAddress, "--ip", "10.0.2.2", "--port", "4001",
                 "--dcutr", "--ignore-stdin",
             ])
-            processes.append(listener)
             let listenerPeer = try #require(try parseJSON(listener.waitForLine(containing: #""event": "listening""#, timeout: .seconds(30)))["peer_id"] as? String)
             let reserved = try parseJSON(listener.waitForLine(containing: #""event": "reserved""#, timeout: .seconds(30)))
             let circuit = try #require((reserved["circuit_addrs"] as? [String])?.first)
@@ -44,7 +31,6 @@ extension NATLabSelfTests {
                 punch, "dial", circuit, "--listen", "/ip4/0.0.0.0/tcp/4001", "--bytes", "1048576", "--pings", "1",
                 "--upgrade-timeout", "60", "--json",
             ])
-            processes.append(dialer)
             let status = try dialer.waitForExit(timeout: .seconds(120))
             let lines = dialer.outputLines.compactMap { try? parseJSON($0) }
             let transcript = "punch dial (status \(status)):\n\(dialer.outputLines.joined(separator: "\n"))\n\(dialer.errorOutput.suffix(2000))\n"
@@ -80,27 +66,14 @@ extension NATLabSelfTests {
         @Test func aPyLibp2pDialerAndAPunchListenerEndDirect() throws {
             let punch = try ExternalProgram.punch()
             let python = try ExternalProgram.pyLibp2pPython()
-            let lab = try NATLab.build()
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("punch-py-lab-\(UUID().uuidString)")
-            var processes: [LabProcess] = []
-            defer {
-                for process in processes { process.stop() }
-                lab.tearDown()
-                try? FileManager.default.removeItem(at: directory)
-            }
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-
-            let relay = try lab.spawn(.srv, [
-                punch, "relay", "--listen", "/ip4/203.0.113.10/tcp/4001", "--identity", directory.appendingPathComponent("relay.key").path, "--json",
-            ])
-            processes.append(relay)
-            let relayAddress = try #require((try parseJSON(relay.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20))))["addrs"] as? [String])[0]
+            let lab = try RelayLab(punch: punch, name: "punch-py-lab")
+            defer { lab.tearDown() }
+            let relayAddress = lab.relayAddress
 
             let listener = try lab.spawn(.h2, [
                 punch, "listen", "--listen", "/ip4/0.0.0.0/tcp/4001", "--relay", relayAddress,
-                "--identity", directory.appendingPathComponent("listener.key").path, "--json",
+                "--identity", lab.identity("listener"), "--json",
             ])
-            processes.append(listener)
             let listenerPeer = try #require(try parseJSON(listener.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20)))["peer_id"] as? String)
             let reserved = try parseJSON(listener.waitForLine(containing: #""event":"reserved""#, timeout: .seconds(20)))
             let circuit = try #require((reserved["circuit_addrs"] as? [String])?.first)
@@ -109,7 +82,6 @@ extension NATLabSelfTests {
                 python, ExternalProgram.pyLibp2pScript("relay.py"), "dial", circuit, "--ip", "10.0.1.2", "--port", "4001", "--dcutr",
                 "--wait-direct", "40", "--bytes", "1048576", "--timeout", "90",
             ])
-            processes.append(dialer)
             let status = try dialer.waitForExit(timeout: .seconds(120))
             let lines = dialer.outputLines.compactMap { try? parseJSON($0) }
             let transcript = "py-libp2p dialer (status \(status)):\n\(dialer.outputLines.joined(separator: "\n"))\n\(dialer.errorOutput.suffix(3000))\n"

@@ -134,3 +134,48 @@ func rootLinks(type: String) throws -> Set<String> {
         line.split(separator: ":").dropFirst().first.map { $0.trimmingCharacters(in: .whitespaces) }
     })
 }
+
+/// A default NAT lab with `punch relay` on srv's 203.0.113.10:4001 and a scratch directory for
+/// identity keys; ``tearDown()`` stops every process started through it, removes the lab and the
+/// directory.
+final class RelayLab {
+    let lab: NATLab
+    let directory: URL
+    let punch: String
+    /// The relay's address, ending in its `/p2p/` PeerID.
+    private(set) var relayAddress = ""
+    private var processes: [LabProcess] = []
+
+    init(punch: String, name: String) throws {
+        self.punch = punch
+        lab = try NATLab.build()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let relay = try spawn(.srv, [
+                punch, "relay", "--listen", "/ip4/203.0.113.10/tcp/4001", "--identity", identity("relay"), "--json",
+            ])
+            let listening = try parseJSON(relay.waitForLine(containing: #""event":"listening""#, timeout: .seconds(20)))
+            relayAddress = try #require((listening["addrs"] as? [String])?.first)
+        } catch {
+            tearDown()
+            throw error
+        }
+    }
+
+    /// The path of an identity key file named `name` in the scratch directory.
+    func identity(_ name: String) -> String { directory.appendingPathComponent("\(name).key").path }
+
+    /// Starts a process in a lab host; it is stopped by ``tearDown()``.
+    func spawn(_ host: LabHost, _ arguments: [String]) throws -> LabProcess {
+        let process = try lab.spawn(host, arguments)
+        processes.append(process)
+        return process
+    }
+
+    func tearDown() {
+        for process in processes { process.stop() }
+        lab.tearDown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
