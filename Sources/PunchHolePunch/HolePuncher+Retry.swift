@@ -3,24 +3,6 @@ import PunchTransport
 import PunchWire
 
 extension HolePuncher {
-    /// Keeps trying to upgrade a relayed connection while the peer is reachable only through the
-    /// relay (issue 7, "Upgrade"): first dials the peer's advertised public addresses
-    /// (``dialAdvertisedAddresses(of:host:configuration:)``, unless
-    /// ``HolePunchConfiguration/dialAdvertisedAddressesFirst`` is off), then runs ``initiate(over:host:localAddresses:configuration:)``,
-    /// and after a failure waits ``HolePunchConfiguration/retryDelay`` (growing by
-    /// ``HolePunchConfiguration/retryMultiplier``) before the next round, up to
-    /// ``HolePunchConfiguration/rounds`` rounds. A change of our public addresses ends the wait at
-    /// once, since the new ones may punch where the old ones did not.
-    ///
-    /// It stops without another round when the relayed connection closes, when a direct
-    /// connection to the peer exists (the peer's own punch, a dial), or when the failure cannot
-    /// change by retrying (the peer does not speak DCUtR, or sent a malformed message).
-    ///
-    /// - Parameters:
-    ///   - localAddresses: our public addresses, asked before each round and while waiting.
-    ///   - onRound: told of each round's outcome, with the wait before the next round (`nil`:
-    ///     no further round).
-    /// - Returns: the punched connection, or `nil` when every round failed or it stopped.
     /// The spec's first step (DCUtR.md, "The Protocol"): the inbound peer checks the addresses the
     /// other side advertises in identify and, if some are public, dials them directly — no
     /// coordination is needed to reach a public peer. Only addresses that pass
@@ -68,6 +50,27 @@ extension HolePuncher {
         return HolePunchOutcome(connection: connection, attempt: 0, roundTrip: nil, elapsed: clock.now - started, dialed: advertised)
     }
 
+    /// Keeps trying to upgrade a relayed connection while the peer is reachable only through the
+    /// relay (issue 7, "Upgrade"): first dials the peer's advertised public addresses
+    /// (``dialAdvertisedAddresses(of:host:configuration:)``, unless
+    /// ``HolePunchConfiguration/dialAdvertisedAddressesFirst`` is off), then runs ``initiate(over:host:localAddresses:configuration:)``,
+    /// and after a failure waits ``HolePunchConfiguration/retryDelay`` (growing by
+    /// ``HolePunchConfiguration/retryMultiplier``) before the next round, up to
+    /// ``HolePunchConfiguration/rounds`` rounds. A change of our public addresses ends the wait at
+    /// once, since the new ones may punch where the old ones did not.
+    ///
+    /// It stops without another round when the relayed connection closes, when a direct
+    /// connection to the peer exists (the peer's own punch, a dial), or when the failure cannot
+    /// change by retrying (the peer does not speak DCUtR, or sent a malformed message).
+    ///
+    /// - Parameters:
+    ///   - relayed: the relayed connection to upgrade.
+    ///   - host: the host that dials (from its listening port) and accepts the punch.
+    ///   - localAddresses: our public addresses, asked before each round and while waiting.
+    ///   - configuration: limits, timing and the rounds.
+    ///   - onRound: told of each round's outcome, with the wait before the next round (`nil`:
+    ///     no further round).
+    /// - Returns: the punched connection, or `nil` when every round failed or it stopped.
     @discardableResult
     public static func keepUpgrading(
         _ relayed: Connection, host: PunchHost, localAddresses: @escaping @Sendable () async -> [Multiaddr],

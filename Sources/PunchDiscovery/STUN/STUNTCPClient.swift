@@ -28,6 +28,9 @@ public enum STUNTCPClient {
     ///     port), or `nil` for an ephemeral port.
     ///   - timeout: for the connect and the response together.
     ///   - software: SOFTWARE in the request, or `nil`.
+    ///   - maximumMessageLength: the largest response accepted (default
+    ///     `STUNMessage.defaultMaximumLength`); a longer one fails the transaction.
+    ///   - group: the event loops for the connection.
     /// - Returns: the response; ``STUNBindingResponse/mappedAddress`` is our reflexive TCP address.
     /// - Throws: ``DiscoveryError``: `.stunTimeout`, `.stunSendFailed` (cannot connect or bind),
     ///   `.stunErrorResponse`, `.stunUnknownAttributes`, `.stunMalformedResponse`.
