@@ -419,3 +419,127 @@ import Testing
         #expect(self.closeError(other.receive(.windowUpdate(streamID: 11, delta: 1)))?.0.code == .yamuxUnknownStream)
     }
 }
+
+extension YamuxSessionStateMachine {
+    /// The window update of a consumption at the current time; the tests of plain flow control
+    /// do not measure a round trip, so the window never grows there.
+    fileprivate mutating func streamConsumed(streamID: UInt32, count: Int) -> YamuxFrame? {
+        self.streamConsumed(streamID: streamID, count: count, now: .now()).windowUpdate
+    }
+}
+
+/// Receive window auto-tuning (YamuxConfiguration.maximumStreamReceiveWindow).
+@Suite struct YamuxWindowAutoTuningTests {
+    typealias Machine = YamuxSessionStateMachine
+    let window = Int(YamuxConfiguration.initialStreamWindow)
+    let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    private func machine(configure: (inout YamuxConfiguration) -> Void = { _ in }) -> Machine {
+        var configuration = YamuxConfiguration()
+        configure(&configuration)
+        return Machine(role: .client, configuration: configuration)
+    }
+
+    private func openAndActivate(_ machine: inout Machine) throws -> UInt32 {
+        let id = try machine.openStream()
+        _ = machine.streamActivated(streamID: id)
+        return id
+    }
+
+    @Test func theFirstGrantWithoutARoundTripSendsOnePing() throws {
+        var machine = self.machine()
+        let id = try self.openAndActivate(&machine)
+        _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: self.window)))
+        let first = machine.streamConsumed(streamID: id, count: self.window, now: self.start)
+        #expect(first.windowUpdate == .windowUpdate(streamID: id, delta: UInt32(self.window)))
+        #expect(first.ping == .ping(flags: .syn, opaque: 0))
+        // The Ping is outstanding: no second one, and no growth without a round trip.
+        _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: self.window)))
+        let second = machine.streamConsumed(streamID: id, count: self.window, now: self.start + .microseconds(10))
+        #expect(second.ping == nil)
+        #expect(second.windowUpdate == .windowUpdate(streamID: id, delta: UInt32(self.window)))
+        #expect(machine.receiveWindow(ofStream: id) == self.window)
+    }
+
+    @Test func grantsWithinFourRoundTripsDoubleTheWindowUpToTheMaximum() throws {
+        var machine = self.machine { $0.maximumStreamReceiveWindow = 1024 * 1024 }
+        let id = try self.openAndActivate(&machine)
+        machine.roundTripMeasured(.milliseconds(10))
+        var now = self.start
+        var expectedWindow = self.window
+        var deltas: [UInt32] = []
+        for round in 0..<5 {
+            // The peer sends all the credit it has; the reader takes it at once.
+            _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: round == 0 ? self.window : expectedWindow)))
+            let frames = machine.streamConsumed(streamID: id, count: Int.max / 2, now: now)
+            if round > 0 { expectedWindow = min(expectedWindow * 2, 1024 * 1024) }
+            #expect(frames.ping == nil)
+            #expect(machine.receiveWindow(ofStream: id) == expectedWindow)
+            deltas.append(frames.windowUpdate?.length ?? 0)
+            now = now + .milliseconds(20)  // two round trips later
+        }
+        // The first grant starts the epoch; then 512 KiB, 1 MiB, and the maximum holds.
+        #expect(deltas == [262_144, 524_288, 1_048_576, 1_048_576, 1_048_576])
+        #expect(machine.grownWindowBytes == 1024 * 1024 - self.window)
+        // The peer may now send a whole grown window in one frame.
+        let action = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: 1024 * 1024)))
+        if case .closeSession(let error, _) = action { Issue.record("a frame within the grown window was refused: \(error)") }
+        #expect(machine.maximumInboundDataLength == 1024 * 1024)
+    }
+
+    @Test func aReaderThatGrantsSlowerThanFourRoundTripsKeepsItsWindow() throws {
+        var machine = self.machine()
+        let id = try self.openAndActivate(&machine)
+        machine.roundTripMeasured(.milliseconds(10))
+        var now = self.start
+        for _ in 0..<4 {
+            _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: self.window)))
+            let frames = machine.streamConsumed(streamID: id, count: self.window, now: now)
+            #expect(frames.windowUpdate == .windowUpdate(streamID: id, delta: UInt32(self.window)))
+            now = now + .milliseconds(41)
+        }
+        #expect(machine.receiveWindow(ofStream: id) == self.window)
+        #expect(machine.grownWindowBytes == 0)
+    }
+
+    @Test func growthStaysWithinTheSessionBudgetAndReturnsOnRelease() throws {
+        var machine = self.machine {
+            $0.maximumStreamReceiveWindow = 1024 * 1024
+            $0.receiveWindowGrowthLimit = 1024 * 1024
+        }
+        machine.roundTripMeasured(.milliseconds(10))
+        let a = try self.openAndActivate(&machine)
+        let b = try self.openAndActivate(&machine)
+        var now = self.start
+        /// The peer fills the stream's window; the reader takes it all within one round trip.
+        func burst(_ id: UInt32) {
+            _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: machine.receiveWindow(ofStream: id)!)))
+            _ = machine.streamConsumed(streamID: id, count: Int.max / 2, now: now)
+            now = now + .milliseconds(1)
+        }
+        for _ in 0..<3 { burst(a) }  // 256 KiB -> 512 KiB -> 1 MiB: 768 KiB of the budget
+        #expect(machine.receiveWindow(ofStream: a) == 1024 * 1024)
+        for _ in 0..<3 { burst(b) }  // 256 KiB -> 512 KiB; the budget is spent
+        #expect(machine.receiveWindow(ofStream: b) == 512 * 1024)
+        #expect(machine.grownWindowBytes == 1024 * 1024)
+
+        _ = machine.resetStream(streamID: a)
+        machine.streamReleased(streamID: a)
+        #expect(machine.grownWindowBytes == 256 * 1024)
+        burst(b)
+        #expect(machine.receiveWindow(ofStream: b) == 1024 * 1024)
+        #expect(machine.grownWindowBytes == 768 * 1024)
+    }
+
+    @Test func growthIsOffWhenTheMaximumIsTheStartingWindow() throws {
+        var machine = self.machine { $0.maximumStreamReceiveWindow = YamuxConfiguration.initialStreamWindow }
+        let id = try self.openAndActivate(&machine)
+        machine.roundTripMeasured(.milliseconds(10))
+        for step in 0..<3 {
+            _ = machine.receive(.data(streamID: id, payload: ByteBuffer(repeating: 1, count: self.window)))
+            _ = machine.streamConsumed(streamID: id, count: self.window, now: self.start + .microseconds(Int64(step)))
+        }
+        #expect(machine.receiveWindow(ofStream: id) == self.window)
+        #expect(machine.maximumInboundDataLength == UInt32(self.window))
+    }
+}

@@ -28,9 +28,30 @@ public struct YamuxConfiguration: Hashable, Sendable {
     /// window update, as the spec allows, and raises throughput on links with a high
     /// bandwidth-delay product at the cost of memory: a stream whose reader stalls buffers up to
     /// this many bytes. Values below 256 KiB are raised to it, because the peer may always send the
-    /// initial window. It is also the largest Data frame accepted, since no legal frame can be
-    /// bigger than a whole window.
+    /// initial window. This is where each stream starts: auto-tuning grows the window of a busy
+    /// stream up to ``maximumStreamReceiveWindow``, the largest Data frame accepted (no legal frame
+    /// can be bigger than a whole window).
     public var streamReceiveWindow: UInt32 = initialStreamWindow
+
+    /// The largest a stream's receive window grows to by auto-tuning. Default 16 MiB, go-yamux's
+    /// `MaxStreamWindowSize`.
+    ///
+    /// A window of 256 KiB caps a stream at 256 KiB per round trip (5 MiB/s across 50 ms), however
+    /// fast the link. So, as go-yamux and QUIC implementations do, a stream whose reader keeps up
+    /// doubles its window whenever it grants window back less than four round trips after its
+    /// previous grant (the window, not the reader, is then what holds the sender back). The round
+    /// trip is the last yamux Ping's; when none was measured yet the first grant sends a Ping.
+    /// A stream whose reader is slow grants rarely and never grows. The window never shrinks
+    /// while the stream lives. Set it to ``streamReceiveWindow`` (or below) to turn growth off.
+    public var maximumStreamReceiveWindow: UInt32 = 16 * 1024 * 1024
+
+    /// How many bytes all streams of one session may add to their windows by auto-tuning, together.
+    /// Default 32 MiB.
+    ///
+    /// This bounds the memory growth can cost: unread data buffered for one connection stays below
+    /// ``maximumStreams`` × ``streamReceiveWindow`` + this limit. A stream's growth returns to the
+    /// budget when the stream is released. 0 turns growth off.
+    public var receiveWindowGrowthLimit: Int = 32 * 1024 * 1024
 
     /// The largest payload of a Data frame this side sends. Default 64 KiB.
     ///
@@ -92,6 +113,12 @@ public struct YamuxConfiguration: Hashable, Sendable {
     /// window.
     var effectiveReceiveWindow: Int {
         Int(max(self.streamReceiveWindow, Self.initialStreamWindow))
+    }
+
+    /// The largest receive window a stream may reach: ``maximumStreamReceiveWindow``, at least the
+    /// ``effectiveReceiveWindow``.
+    var effectiveMaximumReceiveWindow: Int {
+        max(Int(self.maximumStreamReceiveWindow), self.effectiveReceiveWindow)
     }
 
     /// The largest payload of a Data frame this side sends (at least one byte).

@@ -369,6 +369,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         case .pingAnswered(let sentAt):
             let rtt = context.eventLoop.now - sentAt
             self.roundTripTime = rtt
+            self.stateMachine.roundTripMeasured(rtt)
             self.pingTimeoutTask?.cancel()
             self.pingTimeoutTask = nil
             if let promise = self.pingPromise {
@@ -568,9 +569,20 @@ extension YamuxMultiplexer {
     }
 
     func streamConsumed(streamID: UInt32, count: Int) {
-        if let update = self.stateMachine.streamConsumed(streamID: streamID, count: count) {
+        guard let eventLoop = self.eventLoop else { return }
+        let frames = self.stateMachine.streamConsumed(streamID: streamID, count: count, now: eventLoop.now)
+        if let update = frames.windowUpdate {
             self.emit(update)
         }
+        if let ping = frames.ping {
+            self.emit(ping)
+            self.schedulePingTimeout()
+        }
+    }
+
+    /// The stream's current receive window (auto-tuning grows it), or `nil` once it is released.
+    func receiveWindow(ofStream streamID: UInt32) -> Int? {
+        self.stateMachine.receiveWindow(ofStream: streamID)
     }
 
     func streamActivated(streamID: UInt32) {

@@ -10,7 +10,9 @@ import NIOCore
 /// direction. Data is never sent past the peer's window: ``sendData(streamID:from:)`` takes only
 /// what fits and leaves the rest in the caller's buffer. Data received past this side's window is
 /// a protocol error. This side grants window back as its reader consumes data, once at least half
-/// of ``YamuxConfiguration/streamReceiveWindow`` can be granted, so a stalled reader stops the peer.
+/// of the stream's window can be granted, so a stalled reader stops the peer. A stream's window
+/// starts at ``YamuxConfiguration/streamReceiveWindow`` and grows while the window, not the reader,
+/// limits the stream (``streamConsumed(streamID:count:now:)``).
 struct YamuxSessionStateMachine {
     /// What happened to an existing or new stream because of one received frame, in wire order.
     struct StreamEvents: Hashable, Sendable {
@@ -75,6 +77,13 @@ struct YamuxSessionStateMachine {
         var receiveCredit: Int
         /// Bytes received and not yet reported consumed by the reader.
         var unconsumed = 0
+        /// This side's receive window: the configured one, grown by auto-tuning.
+        var receiveWindow: Int
+        /// When window was last granted back (the start of the auto-tuning epoch); `nil` before the
+        /// first grant.
+        var lastGrant: NIODeadline?
+        /// Bytes auto-tuning added to ``receiveWindow``, returned to the session's budget on release.
+        var grownBy = 0
         /// Whether the stream counts towards an ACK backlog.
         var inBacklog: Bool
 
@@ -111,6 +120,10 @@ struct YamuxSessionStateMachine {
     private var outstandingPing: (opaque: UInt32, sentAt: NIODeadline)?
     private var nextPingOpaque: UInt32 = 0
     private var receivedSinceKeepAlive = false
+    /// The last round trip a Ping measured; auto-tuning compares grant intervals with it.
+    private(set) var roundTripTime: TimeAmount?
+    /// Bytes auto-tuning added to the windows of the streams held, together.
+    private(set) var grownWindowBytes = 0
 
     /// Creates a session for one end of a connection.
     init(role: YamuxRole, configuration: YamuxConfiguration) {
@@ -136,8 +149,14 @@ struct YamuxSessionStateMachine {
     /// How many streams the session holds, closing ones included.
     var numberOfStreams: Int { self.streams.count }
 
-    /// The largest Data payload accepted from the peer.
-    var maximumInboundDataLength: UInt32 { UInt32(self.receiveWindow) }
+    /// The largest Data payload accepted from the peer: the largest window a stream can reach.
+    var maximumInboundDataLength: UInt32 { UInt32(self.configuration.effectiveMaximumReceiveWindow) }
+
+    /// The current receive window of a stream (grown by auto-tuning), or `nil` if the session does
+    /// not hold it.
+    func receiveWindow(ofStream streamID: UInt32) -> Int? {
+        self.streams[streamID]?.receiveWindow
+    }
 
     /// Whether a Ping is waiting for its answer.
     var isPingOutstanding: Bool { self.outstandingPing != nil }
@@ -209,6 +228,7 @@ struct YamuxSessionStateMachine {
             isInbound: true,
             sendWindow: Int(YamuxConfiguration.initialStreamWindow),
             receiveCredit: Int(YamuxConfiguration.initialStreamWindow),
+            receiveWindow: self.receiveWindow,
             inBacklog: true
         )
         self.unacknowledgedInbound += 1
@@ -369,6 +389,7 @@ struct YamuxSessionStateMachine {
             isInbound: false,
             sendWindow: Int(YamuxConfiguration.initialStreamWindow),
             receiveCredit: self.receiveWindow,
+            receiveWindow: self.receiveWindow,
             inBacklog: true
         )
         self.unacknowledgedOutbound += 1
@@ -410,18 +431,60 @@ struct YamuxSessionStateMachine {
         return .frame(.data(streamID: streamID, flags: flags, payload: payload))
     }
 
-    /// Records that the reader consumed `count` bytes; returns a window update once at least half
-    /// the receive window can be granted back.
-    mutating func streamConsumed(streamID: UInt32, count: Int) -> YamuxFrame? {
-        guard var stream = self.streams[streamID] else { return nil }
+    /// What to write after the reader consumed data.
+    struct ConsumedFrames: Equatable {
+        /// The window granted back, once at least half the stream's window can be.
+        var windowUpdate: YamuxFrame?
+        /// A Ping to measure the round trip auto-tuning needs, when none was measured yet.
+        var ping: YamuxFrame?
+    }
+
+    /// Records that the reader consumed `count` bytes at `now`; returns a window update once at
+    /// least half the stream's receive window can be granted back.
+    ///
+    /// Auto-tuning (see ``YamuxConfiguration/maximumStreamReceiveWindow``): when this grant comes
+    /// less than four round trips after the stream's previous one, the window doubles first (up
+    /// to the maximum and within ``YamuxConfiguration/receiveWindowGrowthLimit``) and the grant
+    /// includes the growth. As in go-yamux (its `sendWindowUpdate`): a reader that keeps up with a
+    /// sender held back by the window grants about every half round trip; a slow reader grants
+    /// rarely. With no round trip measured yet the grant is plain and a Ping is returned.
+    mutating func streamConsumed(streamID: UInt32, count: Int, now: NIODeadline) -> ConsumedFrames {
+        guard var stream = self.streams[streamID] else { return ConsumedFrames() }
         stream.unconsumed = max(stream.unconsumed - count, 0)
         defer { self.streams[streamID] = stream }
-        guard !self.isClosed, !stream.isReset, !stream.remoteFinished, stream.handshake != .idle else { return nil }
-        let grant = self.receiveWindow - stream.receiveCredit - stream.unconsumed
-        guard grant >= self.receiveWindow / 2 else { return nil }
+        guard !self.isClosed, !stream.isReset, !stream.remoteFinished, stream.handshake != .idle else { return ConsumedFrames() }
+        guard stream.receiveWindow - stream.receiveCredit - stream.unconsumed >= stream.receiveWindow / 2 else {
+            return ConsumedFrames()
+        }
+        var frames = ConsumedFrames()
+        if let roundTripTime = self.roundTripTime {
+            if let lastGrant = stream.lastGrant, now - lastGrant < roundTripTime * 4 {
+                self.growWindow(of: &stream)
+            }
+        } else {
+            frames.ping = self.sendPing(now: now)
+        }
+        stream.lastGrant = now
+        let grant = stream.receiveWindow - stream.receiveCredit - stream.unconsumed
         stream.receiveCredit += grant
         let flags = self.takeAcknowledgement(&stream)
-        return .windowUpdate(streamID: streamID, flags: flags, delta: UInt32(grant))
+        frames.windowUpdate = .windowUpdate(streamID: streamID, flags: flags, delta: UInt32(grant))
+        return frames
+    }
+
+    /// Doubles a stream's receive window, within the stream's maximum and the session's budget.
+    private mutating func growWindow(of stream: inout Stream) {
+        let target = min(stream.receiveWindow * 2, self.configuration.effectiveMaximumReceiveWindow)
+        let growth = min(target - stream.receiveWindow, self.configuration.receiveWindowGrowthLimit - self.grownWindowBytes)
+        guard growth > 0 else { return }
+        stream.receiveWindow += growth
+        stream.grownBy += growth
+        self.grownWindowBytes += growth
+    }
+
+    /// A Ping measured `roundTripTime`: auto-tuning compares grant intervals with it from now on.
+    mutating func roundTripMeasured(_ roundTripTime: TimeAmount) {
+        self.roundTripTime = roundTripTime
     }
 
     /// Half-closes the stream: returns the frames to write (an ACK first if the stream was never
@@ -462,6 +525,7 @@ struct YamuxSessionStateMachine {
     mutating func streamReleased(streamID: UInt32) {
         guard var stream = self.streams.removeValue(forKey: streamID) else { return }
         self.leaveBacklog(&stream)
+        self.grownWindowBytes -= stream.grownBy
     }
 
     // MARK: Session
