@@ -11,7 +11,9 @@ struct DialCommand: AsyncParsableCommand {
             Exits 0 only if every step succeeded. With --json each step prints one line \
             (connected, ping, identified, echo) and the last line is
               {"event":"result","ok":true,"peer_id":...,"rtt_ms":...,"observed_addr":...,
-               "bytes":...,"echo_seconds":...,"throughput_mib_s":...}
+               "bytes":...,"echo_seconds":...,"throughput_mib_s":...,"receive_window":...}
+            receive_window is the echo stream's yamux receive window at the end, in bytes: it \
+            starts at 256 KiB and grows (to 16 MiB) while the window limits the transfer.
 
             Examples:
               punch dial /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...
@@ -168,8 +170,9 @@ struct DialCommand: AsyncParsableCommand {
                 let mib = result.bytesPerSecond / 1_048_576
                 report(
                     ["event": "echo", "bytes": result.bytes, "echo_seconds": result.duration.seconds, "path": active.path.rawValue,
-                     "throughput_mib_s": (mib * 100).rounded() / 100],
-                    "echo: \(result.bytes) bytes verified in \(format(result.duration)) (\(String(format: "%.1f", mib)) MiB/s each way)")
+                     "throughput_mib_s": (mib * 100).rounded() / 100, "receive_window": result.receiveWindow],
+                    "echo: \(result.bytes) bytes verified in \(format(result.duration)) (\(String(format: "%.1f", mib)) MiB/s each way, "
+                        + "stream window \(result.receiveWindow / 1024) KiB)")
             }
 
             let minimum = rtts.min() ?? .zero
@@ -177,7 +180,8 @@ struct DialCommand: AsyncParsableCommand {
                 ["event": "result", "ok": true, "peer_id": "\(connection.remotePeerID)", "path": active.path.rawValue, "rtt_ms": minimum.milliseconds,
                  "relayed_to_direct_ms": relayedToDirect ?? 0,
                  "observed_addr": observed, "bytes": echo?.bytes ?? 0, "echo_seconds": echo?.duration.seconds ?? 0,
-                 "throughput_mib_s": ((echo?.bytesPerSecond ?? 0) / 1_048_576 * 100).rounded() / 100],
+                 "throughput_mib_s": ((echo?.bytesPerSecond ?? 0) / 1_048_576 * 100).rounded() / 100,
+                 "receive_window": echo?.receiveWindow ?? 0],
                 "ok: round trip \(format(minimum)), observed address \(observed.isEmpty ? "?" : observed)")
             await active.close()
             await connection.close()

@@ -179,6 +179,54 @@ import Testing
         try written.wait()
     }
 
+    @Test func aStreamWhoseReaderKeepsUpGrowsItsWindowAndLosesNothing() throws {
+        let pair = try YamuxPair()
+        // The server measures a 10 ms round trip; the transfer below then runs with the clock
+        // standing still, so every grant comes well within four round trips.
+        let rtt = pair.serverMultiplexer.ping()
+        pair.loop.run()
+        let request = try #require(try pair.server.readOutbound(as: ByteBuffer.self))
+        pair.loop.advanceTime(by: .milliseconds(10))
+        try pair.client.writeInbound(request)
+        try pair.shuttle()
+        #expect(try rtt.wait() == .milliseconds(10))
+
+        let stream = try pair.openClientStream()
+        let payload = self.pattern(8 * 1024 * 1024)
+        let written = stream.writeAndFlush(payload)
+        try pair.shuttle()
+        try written.wait()
+        let accepted = try #require(pair.serverStreams.value.first)
+        #expect(accepted.recorder.received == payload)
+
+        // Each grant after the first doubles the window (256 KiB -> 16 MiB in 6 steps), so each is
+        // larger than the one before; no Data frame went beyond what was granted (the session
+        // would have ended with a window violation and a Go Away).
+        let grants = pair.framesToClient.filter { $0.type == .windowUpdate && $0.streamID == 1 }.map(\.length)
+        #expect(grants.count >= 7)
+        #expect(zip(grants, grants.dropFirst()).allSatisfy { $0 < $1 })
+        #expect(try accepted.getOption(YamuxChannelOptions.receiveWindow).wait() == 16 * 1024 * 1024)
+        #expect(try stream.getOption(YamuxChannelOptions.receiveWindow).wait() == self.window)
+        #expect(!pair.framesToServer.contains { $0.type == .goAway })
+    }
+
+    @Test func withoutARoundTripTheFirstGrantPingsAndTheWindowStays() throws {
+        let pair = try YamuxPair()
+        let stream = try pair.openClientStream()
+        let payload = self.pattern(1024 * 1024)
+        let written = stream.writeAndFlush(payload)
+        try pair.shuttle()
+        try written.wait()
+        let accepted = try #require(pair.serverStreams.value.first)
+        #expect(accepted.recorder.received == payload)
+        // The server's first grant came with a Ping; the client answered it with no time passing,
+        // so the round trip is 0 and no grant is "within four round trips".
+        #expect(pair.framesToClient.filter { $0.type == .ping } == [.ping(flags: .syn, opaque: 0)])
+        #expect(pair.framesToServer.contains(.ping(flags: .ack, opaque: 0)))
+        #expect(pair.serverMultiplexer.roundTripTime == .zero)
+        #expect(try accepted.getOption(YamuxChannelOptions.receiveWindow).wait() == self.window)
+    }
+
     @Test func writabilityFlipsWhenTheWindowIsExhaustedAndBack() throws {
         let pair = try YamuxPair()
         let stream = try pair.openClientStream()

@@ -133,6 +133,9 @@ final class DiscardAcknowledger: ChannelInboundHandler {
 /// Both ends of the loopback measurements, each on its own single-threaded event loop group (as
 /// two processes on this 2-core machine would be).
 actor LoopbackBench {
+    /// The receiving stream's yamux window at the end of the last transfer (auto-tuning grows it).
+    static let lastReceiveWindow = NIOLockedValueBox(0)
+
     static let discardProtocol = "/punch/bench/discard/1.0.0"
 
     let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -215,6 +218,8 @@ actor LoopbackBench {
                 for try await chunk in inbound {
                     count += UInt64(chunk.readableBytes)
                 }
+                let window = try? await stream.channel.channel.getOption(YamuxChannelOptions.receiveWindow).get()
+                LoopbackBench.lastReceiveWindow.withLockedValue { $0 = window ?? 0 }
                 var answer = ByteBuffer()
                 answer.writeInteger(count)
                 try await outbound.write(answer)

@@ -36,7 +36,9 @@ func measure(
         let wall = Double(nanoseconds() - start) / 1e9
         measurement.samples.append(rate)
         measurement.cpu.append((processCPUSeconds() - cpuBefore) / wall)
-        progress("\(title): \(repetition)/\(options.repeats): \(String(format: "%.1f", rate)) \(unit)")
+        let window = LoopbackBench.lastReceiveWindow.withLockedValue { value in defer { value = 0 }; return value }
+        progress("\(title): \(repetition)/\(options.repeats): \(String(format: "%.1f", rate)) \(unit)"
+            + (window > 0 ? ", receiver's yamux window \(window / 1024) KiB" : ""))
     }
     return measurement
 }

@@ -15,6 +15,9 @@ public enum Echo {
         public var bytes: Int
         /// From the first byte written to the last byte read back.
         public var duration: Duration
+        /// The stream's receive window on this side when the echo ended (auto-tuning grows it
+        /// while the window limits the transfer); 0 if it could not be read.
+        public var receiveWindow: Int = 0
 
         /// Bytes per second in each direction.
         public var bytesPerSecond: Double {
@@ -90,7 +93,7 @@ extension Connection {
         let clock = ContinuousClock()
         let start = clock.now
         let allocator = channel.allocator
-        try await stream.channel.executeThenClose { inbound, outbound in
+        let receiveWindow = try await stream.channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     var pattern = Echo.PatternStream(seed: seed)
@@ -135,7 +138,8 @@ extension Connection {
                 }
                 try await group.waitForAll()
             }
+            return (try? await stream.channel.channel.getOption(YamuxChannelOptions.receiveWindow).get()) ?? 0
         }
-        return Echo.Result(bytes: bytes, duration: clock.now - start)
+        return Echo.Result(bytes: bytes, duration: clock.now - start, receiveWindow: receiveWindow)
     }
 }

@@ -8,12 +8,26 @@ public enum YamuxChannelOptions {
     /// The stream's yamux id (read-only): odd for streams the client opened, even for the server's.
     public static let streamID = Types.StreamIDOption()
 
+    /// The stream's receive window in bytes (read-only): ``YamuxConfiguration/streamReceiveWindow``
+    /// at first, grown by auto-tuning (``YamuxConfiguration/maximumStreamReceiveWindow``); after
+    /// the stream closed, its last window.
+    public static let receiveWindow = Types.ReceiveWindowOption()
+
     /// The option types behind ``YamuxChannelOptions``.
     public enum Types {
         /// The option type of ``YamuxChannelOptions/streamID``.
         public struct StreamIDOption: ChannelOption, Hashable, Sendable {
             /// The stream id.
             public typealias Value = UInt32
+
+            /// Creates the option key.
+            public init() {}
+        }
+
+        /// The option type of ``YamuxChannelOptions/receiveWindow``.
+        public struct ReceiveWindowOption: ChannelOption, Hashable, Sendable {
+            /// The window in bytes.
+            public typealias Value = Int
 
             /// Creates the option key.
             public init() {}

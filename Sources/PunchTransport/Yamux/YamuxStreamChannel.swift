@@ -67,6 +67,8 @@ final class YamuxStreamChannel {
     private var pendingClosePromise: EventLoopPromise<Void>?
     private var closeTimeout: Scheduled<Void>?
     private var closeError: Error?
+    /// The receive window when the stream was released (the multiplexer forgets it then).
+    private var releasedReceiveWindow = 0
 
     /// Whether the multiplexer will call ``parentReadComplete()`` for this stream.
     var awaitsReadComplete = false
@@ -154,6 +156,8 @@ extension YamuxStreamChannel: Channel, ChannelCore {
             return self.allowRemoteHalfClosure as! Option.Value
         case _ as YamuxChannelOptions.Types.StreamIDOption:
             return self.streamID as! Option.Value
+        case _ as YamuxChannelOptions.Types.ReceiveWindowOption:
+            return (self.multiplexer.receiveWindow(ofStream: self.streamID) ?? self.releasedReceiveWindow) as! Option.Value
         default:
             throw ChannelError.operationUnsupported
         }
@@ -637,6 +641,7 @@ extension YamuxStreamChannel {
         self.closeTimeout = nil
         self.failPendingWrites(error: error ?? ChannelError.ioOnClosedChannel)
         self.pendingReads.removeAll()
+        self.releasedReceiveWindow = self.multiplexer.receiveWindow(ofStream: self.streamID) ?? 0
         self.multiplexer.childReleased(streamID: self.streamID)
         self.status.setActive(false)
         if let error, notifyPipeline, wasActive {
