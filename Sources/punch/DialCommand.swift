@@ -40,6 +40,11 @@ struct DialCommand: AsyncParsableCommand {
         valueName: "n"))
     var confirmations: Int = ConfirmedAddresses.defaultConfirmations
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The largest yamux receive window a stream grows to, in bytes (auto-tuning; 262144, the starting window, turns growth off).",
+        valueName: "bytes"))
+    var maxStreamWindow: Int = Int(YamuxConfiguration().maximumStreamReceiveWindow)
+
     @Option(name: .long, help: ArgumentHelp("How many pings to send.", valueName: "n"))
     var pings: Int = 3
 
@@ -52,6 +57,7 @@ struct DialCommand: AsyncParsableCommand {
     func validate() throws {
         guard bytes >= 0 else { throw ValidationError("--bytes must be 0 or more") }
         guard pings >= 1 else { throw ValidationError("--pings must be at least 1") }
+        guard (0...Int(UInt32.max)).contains(maxStreamWindow) else { throw ValidationError("--max-stream-window must be between 0 and 4294967295") }
     }
 
     func run() async throws {
@@ -62,6 +68,7 @@ struct DialCommand: AsyncParsableCommand {
             let key = try identity.map { try IdentityKeyFile.loadOrCreate(at: $0).key } ?? PrivateKey.generate()
             var configuration = HostConfiguration(identity: key)
             configuration.identifyOnConnect = false
+            configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
             let node = PunchHost(configuration: configuration)
             let confirmed = try ConfirmedAddresses(host: node, confirmations: confirmations)
             host = node

@@ -44,14 +44,25 @@ struct ListenCommand: AsyncParsableCommand {
         valueName: "n"))
     var confirmations: Int = ConfirmedAddresses.defaultConfirmations
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The largest yamux receive window a stream grows to, in bytes (auto-tuning; 262144, the starting window, turns growth off).",
+        valueName: "bytes"))
+    var maxStreamWindow: Int = Int(YamuxConfiguration().maximumStreamReceiveWindow)
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
+
+    func validate() throws {
+        guard (0...Int(UInt32.max)).contains(maxStreamWindow) else { throw ValidationError("--max-stream-window must be between 0 and 4294967295") }
+    }
 
     func run() async throws {
         let host: PunchHost
         do {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
-            host = PunchHost(configuration: HostConfiguration(identity: key))
+            var configuration = HostConfiguration(identity: key)
+            configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
+            host = PunchHost(configuration: configuration)
             let confirmed = try ConfirmedAddresses(host: host, confirmations: confirmations)
             let output = EventPrinter(json: json)
             Echo.register(on: host) { stream, count in
