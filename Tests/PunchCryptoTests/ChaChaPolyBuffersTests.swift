@@ -10,6 +10,32 @@ import Testing
 
     static func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255) } }
 
+    /// Sealing a message fed in parts (as a muxer header and payload slices) gives the bytes of
+    /// swift-crypto's seal of the whole: splits at block boundaries and inside blocks, empty parts.
+    @Test(arguments: [
+        [0], [12, 65507], [1, 1, 1], [63, 1, 64], [12, 0, 4000, 12, 61495], [17, 33, 0, 500], [65519],
+    ]) func sealsInPartsExactlyAsSwiftCryptoSealsTheWhole(partSizes: [Int]) throws {
+        let key = Self.random(32)
+        let nonce = Self.random(12)
+        let parts = partSizes.map { Self.random($0) }
+        let whole = parts.flatMap { $0 }
+        let reference = try ChaChaPoly.seal(whole, using: SymmetricKey(data: key), nonce: ChaChaPoly.Nonce(data: nonce))
+
+        var sealed = [UInt8](repeating: 0, count: whole.count + 16)
+        try key.withUnsafeBytes { key in
+            try nonce.withUnsafeBytes { nonce in
+                try sealed.withUnsafeMutableBytes { output in
+                    try ChaChaPolyBuffers.seal(key: key, nonce: nonce, plaintextCount: whole.count, into: output) { feed in
+                        for part in parts {
+                            try part.withUnsafeBytes { try feed($0) }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(sealed == Array(reference.ciphertext) + Array(reference.tag))
+    }
+
     @Test(arguments: sizes) func sealsExactlyAsSwiftCryptoAndOpensItsOutput(size: Int) throws {
         let key = Self.random(32)
         let nonce = Self.random(12)

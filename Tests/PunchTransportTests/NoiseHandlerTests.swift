@@ -189,6 +189,41 @@ struct NoisePair {
         #expect(try NoisePair.received(by: pair.listener) == (0..<100).flatMap { repeatElement(UInt8($0), count: 10) })
     }
 
+    /// What yamux writes: a 12-byte header, then its 64 KiB payload, repeatedly. Each frame is
+    /// sealed from the pending bytes and the head of the next write (no copy of the payload);
+    /// frames stay maximal, bytes stay in order, and each write's promise completes.
+    @Test func headerAndPayloadWritesFillMaximalFramesInOrder() throws {
+        let pair = try NoisePair()
+        defer { pair.finish() }
+        try pair.shuttle()
+
+        var sent: [UInt8] = []
+        var promises: [EventLoopFuture<Void>] = []
+        for index in 0..<40 {
+            let header = Self.pattern(count: 12).map { $0 &+ UInt8(truncatingIfNeeded: index) }
+            let payload = Self.pattern(count: index % 7 == 3 ? 700 : 65536).map { $0 ^ UInt8(truncatingIfNeeded: index) }
+            promises.append(pair.dialer.write(Self.buffer(header)))
+            promises.append(pair.dialer.write(Self.buffer(payload)))
+            sent += header + payload
+            if index % 10 == 9 { pair.dialer.flush() }
+        }
+        var frames: [ByteBuffer] = []
+        while let frame = try pair.dialer.readOutbound(as: ByteBuffer.self) {
+            frames.append(frame)
+        }
+        // Every frame but the last of each flush is full.
+        let full = frames.filter { $0.readableBytes == 2 + 65535 }.count
+        #expect(full >= sent.count / 65519 - 4)
+        #expect(frames.allSatisfy { $0.readableBytes <= 2 + 65535 })
+        for promise in promises {
+            try promise.wait()
+        }
+        for frame in frames {
+            try pair.listener.writeInbound(frame)
+        }
+        #expect(try NoisePair.received(by: pair.listener) == sent)
+    }
+
     @Test func negotiatedMuxerIsReportedInTheEvent() throws {
         let pair = try NoisePair(
             dialerConfiguration: .init(muxers: ["/yamux/1.0.0"]),

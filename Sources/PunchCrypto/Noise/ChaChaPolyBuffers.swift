@@ -25,10 +25,41 @@ enum ChaChaPolyBuffers {
         plaintext: UnsafeRawBufferPointer,
         into output: UnsafeMutableRawBufferPointer
     ) throws {
+        try seal(key: key, nonce: nonce, head: UnsafeRawBufferPointer(start: nil, count: 0), body: plaintext, into: output)
+    }
+
+    /// Seals the plaintext `head` followed by `body` (one message, as if the two were contiguous)
+    /// into `output`: ciphertext, then the tag. `output.count` must be
+    /// `head.count + body.count + tagLength`; `output` may be `body`'s memory only when `head` is
+    /// empty.
+    static func seal(
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        head: UnsafeRawBufferPointer,
+        body: UnsafeRawBufferPointer,
+        into output: UnsafeMutableRawBufferPointer
+    ) throws {
+        try seal(key: key, nonce: nonce, plaintextCount: head.count + body.count, into: output) { feed in
+            try feed(head)
+            try feed(body)
+        }
+    }
+
+    /// Seals one message whose plaintext arrives in parts: `parts` calls `feed` with each part in
+    /// order, `plaintextCount` bytes in all; `output` (`plaintextCount + tagLength` bytes) receives
+    /// the ciphertext, then the tag. A frame is sealed from a muxer header and payload slices
+    /// without first copying them together; the result equals sealing the concatenation.
+    static func seal(
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        plaintextCount: Int,
+        into output: UnsafeMutableRawBufferPointer,
+        parts: (_ feed: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
         precondition(key.count == keyLength && nonce.count == nonceLength, "ChaCha20-Poly1305 takes a 32-byte key and a 12-byte nonce")
-        precondition(output.count == plaintext.count + tagLength, "the output holds the ciphertext and the tag")
+        precondition(output.count == plaintextCount + tagLength, "the output holds the ciphertext and the tag")
         #if canImport(CPunchLibcrypto)
-        guard plaintext.count <= Int(Int32.max) else { throw Failure.tooLong }
+        guard plaintextCount <= Int(Int32.max) else { throw Failure.tooLong }
         guard let context = EVP_CIPHER_CTX_new() else { throw Failure.library("EVP_CIPHER_CTX_new") }
         defer { EVP_CIPHER_CTX_free(context) }
         let key = key.bindMemory(to: UInt8.self)
@@ -37,25 +68,34 @@ enum ChaChaPolyBuffers {
             throw Failure.library("EVP_EncryptInit_ex2")
         }
         let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var written: Int32 = 0
-        if plaintext.count > 0 {
-            let input = plaintext.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_EncryptUpdate(context, out, &written, input, Int32(plaintext.count)) == 1 else {
+        // The stream cipher continues across updates of any length (OpenSSL keeps the partial
+        // keystream block), so sealing the parts one by one equals sealing them contiguous.
+        var written = 0
+        try parts { part in
+            guard part.count > 0 else { return }
+            precondition(written + part.count <= plaintextCount, "the parts are longer than plaintextCount")
+            var count: Int32 = 0
+            let input = part.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            guard EVP_EncryptUpdate(context, out + written, &count, input, Int32(part.count)) == 1 else {
                 throw Failure.library("EVP_EncryptUpdate")
             }
+            written += Int(count)
         }
         var final: Int32 = 0
-        guard EVP_EncryptFinal_ex(context, out + Int(written), &final) == 1, Int(written + final) == plaintext.count else {
+        guard EVP_EncryptFinal_ex(context, out + written, &final) == 1, written + Int(final) == plaintextCount else {
             throw Failure.library("EVP_EncryptFinal_ex")
         }
-        guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_GET_TAG, Int32(tagLength), out + plaintext.count) == 1 else {
+        guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_GET_TAG, Int32(tagLength), out + plaintextCount) == 1 else {
             throw Failure.library("EVP_CTRL_AEAD_GET_TAG")
         }
         #else
+        var plaintext = Data(capacity: plaintextCount)
+        try parts { plaintext.append(contentsOf: $0) }
+        precondition(plaintext.count == plaintextCount, "the parts do not add up to plaintextCount")
         let box = try ChaChaPoly.seal(
             plaintext, using: SymmetricKey(data: key), nonce: try ChaChaPoly.Nonce(data: nonce), authenticating: Data())
-        box.ciphertext.copyBytes(to: output.bindMemory(to: UInt8.self), count: plaintext.count)
-        box.tag.copyBytes(to: UnsafeMutableRawBufferPointer(rebasing: output[plaintext.count...]).bindMemory(to: UInt8.self), count: tagLength)
+        box.ciphertext.copyBytes(to: output.bindMemory(to: UInt8.self), count: plaintextCount)
+        box.tag.copyBytes(to: UnsafeMutableRawBufferPointer(rebasing: output[plaintextCount...]).bindMemory(to: UInt8.self), count: tagLength)
         #endif
     }
 

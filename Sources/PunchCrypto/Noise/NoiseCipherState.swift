@@ -63,14 +63,43 @@ public struct NoiseCipherState: Sendable {
     ///   - output: exactly `plaintext.count + tagLength` bytes; may be the same memory as `plaintext`.
     /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted` or `.noiseInvalidState` (no key).
     public mutating func encrypt(_ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        try encrypt(head: UnsafeRawBufferPointer(start: nil, count: 0), body: plaintext, into: output)
+    }
+
+    /// Encrypts one transport message whose plaintext is `head` followed by `body` (say, a
+    /// muxer header and its payload) into `output`, without copying the two together first.
+    ///
+    /// The result is byte-identical to ``encrypt(_:into:)`` of the concatenation. `output.count`
+    /// must be `head.count + body.count + tagLength`; it may be `body`'s memory only when `head`
+    /// is empty.
+    /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted`, or `.noiseInvalidState` without a key.
+    public mutating func encrypt(head: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        try encrypt(plaintextCount: head.count + body.count, into: output) { feed in
+            try feed(head)
+            try feed(body)
+        }
+    }
+
+    /// Encrypts one transport message whose plaintext arrives in parts: `parts` calls `feed` with
+    /// each part in order, `plaintextCount` bytes in all (say, the slices a muxer wrote); `output`
+    /// (`plaintextCount + tagLength` bytes, apart from the parts' memory) receives the ciphertext,
+    /// then the tag. Byte-identical to ``encrypt(_:into:)`` of the concatenation.
+    /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted`, or `.noiseInvalidState` without a key;
+    ///   errors `parts` throws.
+    public mutating func encrypt(
+        plaintextCount: Int, into output: UnsafeMutableRawBufferPointer,
+        parts: (_ feed: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
         guard let key else { throw Self.missingKey }
         guard nonce < UInt64.max else { throw Self.nonceExhausted }
-        precondition(output.count == plaintext.count + Self.tagLength, "the output holds the ciphertext and the 16-byte tag")
+        precondition(output.count == plaintextCount + Self.tagLength, "the output holds the ciphertext and the 16-byte tag")
         try Self.withNonceBytes(nonce) { nonceBytes in
             try key.withUnsafeBytes { keyBytes in
                 do {
-                    try ChaChaPolyBuffers.seal(key: keyBytes, nonce: nonceBytes, plaintext: plaintext, into: output)
-                } catch {
+                    try ChaChaPolyBuffers.seal(key: keyBytes, nonce: nonceBytes, plaintextCount: plaintextCount, into: output, parts: parts)
+                } catch let error as ChaChaPolyBuffers.Failure {
+                    throw PunchCryptoError(.noiseInvalidState, "ChaCha20-Poly1305 refused to encrypt: \(error)")
+                } catch let error as CryptoKitError {
                     throw PunchCryptoError(.noiseInvalidState, "ChaCha20-Poly1305 refused to encrypt: \(error)")
                 }
             }

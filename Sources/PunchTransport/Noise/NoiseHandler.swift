@@ -55,8 +55,18 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var writesBeforeHandshake: [(data: ByteBuffer, promise: EventLoopPromise<Void>?)] = []
     private var bytesBeforeHandshake = 0
     /// Plaintext written since the last frame, waiting for a flush or for a full frame.
-    private var pendingPlaintext: ByteBuffer?
-    /// Promises of writes whose bytes are (partly) in `pendingPlaintext`, oldest first.
+    /// Plaintext written since the last frame, waiting for a flush or for a full frame, oldest
+    /// first: slices of the writes themselves (no copy), except that writes smaller than
+    /// ``copiedWriteLimit`` are copied into a small buffer of their own.
+    private var pendingParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+    /// Bytes in `pendingParts`.
+    private var pendingCount = 0
+    /// Whether the last of `pendingParts` is a buffer this handler allocated (small writes join it).
+    private var lastPartIsOwned = false
+    /// Writes smaller than this are copied rather than kept as slices, so many small writes (yamux
+    /// headers, say) neither pin many buffers nor make many parts to seal.
+    static let copiedWriteLimit = 1024
+    /// Promises of writes whose bytes are (partly) in `pendingParts`, oldest first.
     private var pendingPromises: [EventLoopPromise<Void>] = []
 
     /// Creates a handler.
@@ -270,48 +280,30 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public func flush(context: ChannelHandlerContext) {
         guard case .established = phase else { return }
         emitPendingPlaintext(context: context)
-        // Between bursts, do not hold a frame-sized buffer per connection.
-        if let pending = pendingPlaintext, pending.readableBytes == 0, pending.capacity > NoiseFrameAssembler.idleCapacity {
-            pendingPlaintext = nil
-        }
         context.flush()
     }
 
     /// Encrypts `data` into as many full frames as it fills and keeps the remainder pending.
+    ///
+    /// A frame is sealed from the pending parts and the head of `data` in one pass (multi-part
+    /// ChaCha20-Poly1305), so a write is never copied to be framed: with yamux, a pending
+    /// 12-byte header and the payload written after it become one frame.
     private func encryptAndWrite(_ data: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         let frameCapacity = NoiseTransportState.maximumPlaintextLength
         var data = data
         var promise = promise
         do {
-            if let pendingCount = pendingPlaintext?.readableBytes, pendingCount > 0 {
-                // Top up the pending frame first, so bytes leave in the order they were written.
-                var head = data.readSlice(length: min(frameCapacity - pendingCount, data.readableBytes))!
-                pendingPlaintext!.writeBuffer(&head)
-                guard pendingPlaintext!.readableBytes == frameCapacity else {
-                    if let promise { pendingPromises.append(promise) }
-                    return
-                }
+            while pendingCount + data.readableBytes >= frameCapacity {
+                let body = data.readSlice(length: frameCapacity - pendingCount)!
                 if data.readableBytes == 0, let last = promise {
+                    // This write ends with the frame: its promise completes with it.
                     pendingPromises.append(last)
                     promise = nil
                 }
-                try emitPendingFrame(context: context)
-                if data.readableBytes == 0 { return }
-            }
-            // Whole frames go straight from the caller's buffer, without copying the plaintext.
-            while data.readableBytes >= frameCapacity {
-                let chunk = data.readSlice(length: frameCapacity)!
-                var framePromise: EventLoopPromise<Void>? = nil
-                if data.readableBytes == 0 {
-                    swap(&framePromise, &promise)
-                }
-                try writeFrame(encrypting: chunk, promise: framePromise, context: context)
+                try writePendingFrame(with: body, context: context)
             }
             if data.readableBytes > 0 {
-                if pendingPlaintext == nil {
-                    pendingPlaintext = context.channel.allocator.buffer(capacity: data.readableBytes)
-                }
-                pendingPlaintext!.writeBuffer(&data)
+                appendPending(&data, context: context)
             }
             if let promise { pendingPromises.append(promise) }
         } catch {
@@ -320,11 +312,29 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Keeps `data` for the next frame: as a slice, or copied when small.
+    private func appendPending(_ data: inout ByteBuffer, context: ChannelHandlerContext) {
+        pendingCount += data.readableBytes
+        if data.readableBytes >= Self.copiedWriteLimit {
+            pendingParts.append(data)
+            lastPartIsOwned = false
+        } else if lastPartIsOwned {
+            // Mutated in place: the circular buffer holds the only reference, so nothing is copied
+            // but `data`.
+            pendingParts[pendingParts.index(before: pendingParts.endIndex)].writeBuffer(&data)
+        } else {
+            var owned = context.channel.allocator.buffer(capacity: max(data.readableBytes, 256))
+            owned.writeBuffer(&data)
+            pendingParts.append(owned)
+            lastPartIsOwned = true
+        }
+    }
+
     /// Encrypts the pending plaintext, if any, into one frame; completes zero-byte writes otherwise.
     private func emitPendingPlaintext(context: ChannelHandlerContext) {
         do {
-            if let pending = pendingPlaintext, pending.readableBytes > 0 {
-                try emitPendingFrame(context: context)
+            if pendingCount > 0 {
+                try writePendingFrame(with: nil, context: context)
             } else if !pendingPromises.isEmpty {
                 // Only empty writes are waiting: let them complete in order with the frames before them.
                 context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: takePendingPromises(context: context))
@@ -334,12 +344,21 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func emitPendingFrame(context: ChannelHandlerContext) throws {
-        guard var pending = pendingPlaintext else { return }
-        pendingPlaintext = nil
-        try writeFrame(encrypting: pending, promise: takePendingPromises(context: context), context: context)
-        pending.clear()
-        pendingPlaintext = pending
+    /// Seals the pending parts followed by `body` as one frame, with the pending promises.
+    private func writePendingFrame(with body: ByteBuffer?, context: ChannelHandlerContext) throws {
+        let parts = pendingParts
+        let count = pendingCount + (body?.readableBytes ?? 0)
+        pendingParts.removeAll(keepingCapacity: true)
+        pendingCount = 0
+        lastPartIsOwned = false
+        try writeFrame(plaintextCount: count, promise: takePendingPromises(context: context), context: context) { feed in
+            for part in parts {
+                try part.withUnsafeReadableBytes { try feed($0) }
+            }
+            if let body {
+                try body.withUnsafeReadableBytes { try feed($0) }
+            }
+        }
     }
 
     /// One promise that completes every pending write's promise.
@@ -359,19 +378,22 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes one transport frame: length prefix, ciphertext, tag. Completes `promise` either way:
-    /// with the write, or failed with the encryption error it rethrows.
-    private func writeFrame(encrypting plaintext: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) throws {
-        let messageLength = plaintext.readableBytes + NoiseCipherState.tagLength
+    /// Writes one transport frame: length prefix, ciphertext, tag. The plaintext is
+    /// `plaintextCount` bytes that `parts` feeds in order. Completes `promise` either way: with the
+    /// write, or failed with the encryption error it rethrows.
+    private func writeFrame(
+        plaintextCount: Int, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext,
+        parts: (_ feed: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
+        let messageLength = plaintextCount + NoiseCipherState.tagLength
         var frame = context.channel.allocator.buffer(capacity: NoiseFrameAssembler.lengthFieldSize + messageLength)
         frame.writeInteger(UInt16(messageLength))
         do {
             // Sealed straight into the frame: no intermediate buffer.
-            _ = try plaintext.withUnsafeReadableBytes { bytes in
-                try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: messageLength) { output in
-                    try transport!.sender.encrypt(bytes, into: UnsafeMutableRawBufferPointer(rebasing: output[..<messageLength]))
-                    return messageLength
-                }
+            try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: messageLength) { output in
+                try transport!.sender.encrypt(
+                    plaintextCount: plaintextCount, into: UnsafeMutableRawBufferPointer(rebasing: output[..<messageLength]), parts: parts)
+                return messageLength
             }
         } catch {
             promise?.fail(error)
@@ -472,7 +494,9 @@ public final class NoiseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         bytesBeforeHandshake = 0
         let promises = pendingPromises
         pendingPromises = []
-        pendingPlaintext = nil
+        pendingParts.removeAll()
+        pendingCount = 0
+        lastPartIsOwned = false
         for (_, promise) in heldBack {
             promise?.fail(error)
         }
