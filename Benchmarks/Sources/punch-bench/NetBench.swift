@@ -194,6 +194,9 @@ actor LoopbackBench {
         var listenerConfiguration = HostConfiguration(identity: .generate())
         listenerConfiguration.identifyOnConnect = false
         if let window { listenerConfiguration.yamux.streamReceiveWindow = UInt32(window) }
+        if let waterMark = options.waterMark {
+            listenerConfiguration.writeBufferWaterMark = .init(low: waterMark / 4, high: waterMark)
+        }
         let listener = PunchHost(configuration: listenerConfiguration, group: serverGroup)
         Self.serveDiscard(on: listener)
         self.listener = listener
@@ -203,6 +206,9 @@ actor LoopbackBench {
         var dialerConfiguration = HostConfiguration(identity: .generate())
         dialerConfiguration.identifyOnConnect = false
         if let window { dialerConfiguration.yamux.streamReceiveWindow = UInt32(window) }
+        if let waterMark = options.waterMark {
+            dialerConfiguration.writeBufferWaterMark = .init(low: waterMark / 4, high: waterMark)
+        }
         let dialer = PunchHost(configuration: dialerConfiguration, group: clientGroup)
         self.dialer = dialer
         connection = try await dialer.dial(address)

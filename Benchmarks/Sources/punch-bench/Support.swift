@@ -18,6 +18,8 @@ struct Options {
     var json = false
     /// The yamux stream receive window of both hosts; `nil` keeps the library default.
     var window: Int?
+    /// The connections' write buffer high watermark (low: a quarter of it); `nil` keeps the default.
+    var waterMark: Int?
     /// Which measurements to run (the crypto, TCP and direct stream ones by default).
     var only: Set<Measurement.Kind> = Measurement.Kind.defaults
     /// `--only reservations`: the relay memory measurement.
@@ -45,6 +47,7 @@ struct Options {
                         socat (needs socat on PATH); reservations: a `punch relay` process's
                         memory per idle reservation (needs --punch)
           --window N    yamux stream receive window of all hosts (default: the library's, 256K)
+          --water-mark N  connections' write buffer high watermark, low = N/4 (default: the library's, 1M)
           --json        also print the figures as one JSON object on the last line
         reservations:
           --punch PATH        the release punch binary to run as the relay
@@ -105,6 +108,8 @@ struct Options {
                 options.json = true
             case "--window":
                 options.window = try parseSize(try value())
+            case "--water-mark":
+                options.waterMark = try parseSize(try value())
             case "-h", "--help":
                 print(usage)
                 exit(0)

@@ -141,6 +141,7 @@ public final class PunchHost: Sendable {
             .serverChannelOption(Self.reusePort, value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
+            .childChannelOption(.writeBufferWaterMark, value: configuration.writeBufferWaterMark)
             .childChannelInitializer { [self] channel in
                 self.accept(channel)
             }
@@ -560,6 +561,7 @@ public final class PunchHost: Sendable {
             .channelOption(.autoRead, value: false)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: NoiseHandler.recommendedReceiveAllocator)
+            .channelOption(.writeBufferWaterMark, value: configuration.writeBufferWaterMark)
         if let local {
             bootstrap = bootstrap
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
