@@ -364,7 +364,7 @@ private final class ProtocolRecorder: ChannelInboundHandler {
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
         try channel.writeInbound(buffer(header))
         try channel.close().wait()
-        #expect(throws: TransportError(.multistreamUnexpected, "")) { try handler.negotiationResult.wait() }
+        #expect(throws: TransportError(.connectionClosed, "")) { try handler.negotiationResult.wait() }
     }
 
     @Test func failingConfiguratorFailsTheResultAndCloses() throws {

@@ -154,7 +154,7 @@ public final class MultistreamSelectHandler<Output: Sendable>: ChannelInboundHan
     public func channelInactive(context: ChannelHandlerContext) {
         switch phase {
         case .idle, .negotiating, .configuring:
-            fail(context: context, TransportError(.multistreamUnexpected, "the connection closed during protocol negotiation"))
+            fail(context: context, TransportError(.connectionClosed, "the connection closed during protocol negotiation"))
         case .finished:
             break
         }
