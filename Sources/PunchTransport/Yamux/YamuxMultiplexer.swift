@@ -189,6 +189,9 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
             self.emit(frame)
             self.schedulePingTimeout()
             self.childFlushed()
+        } else if self.pingTimeoutTask == nil {
+            // A round-trip measurement is outstanding: its answer serves this call, in time.
+            self.schedulePingTimeout()
         }
         return promise.futureResult
     }
@@ -428,10 +431,15 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     private func keepAliveFired() {
         self.keepAliveTask = nil
         guard !self.isTornDown, let eventLoop = self.eventLoop else { return }
+        let quiet = !self.stateMachine.receivedSinceKeepAlive
         if let frame = self.stateMachine.keepAliveTimerFired(now: eventLoop.now) {
             self.emit(frame)
             self.schedulePingTimeout()
             self.childFlushed()
+        } else if quiet, self.stateMachine.isPingOutstanding, self.pingTimeoutTask == nil {
+            // A quiet connection with only a round-trip measurement outstanding: now its answer is
+            // overdue after pingTimeout, as a keep-alive's would be.
+            self.schedulePingTimeout()
         }
         self.scheduleKeepAlive()
     }
@@ -575,8 +583,10 @@ extension YamuxMultiplexer {
             self.emit(update)
         }
         if let ping = frames.ping {
+            // Only a round-trip measurement: its answer may wait behind a window's worth of the
+            // peer's data on a slow link, so it is not held to pingTimeout. A keep-alive or
+            // ping() while it is outstanding starts the timeout (see keepAliveFired).
             self.emit(ping)
-            self.schedulePingTimeout()
         }
     }
 

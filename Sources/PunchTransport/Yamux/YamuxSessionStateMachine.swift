@@ -119,7 +119,8 @@ struct YamuxSessionStateMachine {
     private(set) var isClosed = false
     private var outstandingPing: (opaque: UInt32, sentAt: NIODeadline)?
     private var nextPingOpaque: UInt32 = 0
-    private var receivedSinceKeepAlive = false
+    /// Whether any frame arrived since the keep-alive timer last fired.
+    private(set) var receivedSinceKeepAlive = false
     /// The last round trip a Ping measured; auto-tuning compares grant intervals with it.
     private(set) var roundTripTime: TimeAmount?
     /// Bytes auto-tuning added to the windows of the streams held, together.
