@@ -25,24 +25,7 @@ enum ChaChaPolyBuffers {
         plaintext: UnsafeRawBufferPointer,
         into output: UnsafeMutableRawBufferPointer
     ) throws {
-        try seal(key: key, nonce: nonce, head: UnsafeRawBufferPointer(start: nil, count: 0), body: plaintext, into: output)
-    }
-
-    /// Seals the plaintext `head` followed by `body` (one message, as if the two were contiguous)
-    /// into `output`: ciphertext, then the tag. `output.count` must be
-    /// `head.count + body.count + tagLength`; `output` may be `body`'s memory only when `head` is
-    /// empty.
-    static func seal(
-        key: UnsafeRawBufferPointer,
-        nonce: UnsafeRawBufferPointer,
-        head: UnsafeRawBufferPointer,
-        body: UnsafeRawBufferPointer,
-        into output: UnsafeMutableRawBufferPointer
-    ) throws {
-        try seal(key: key, nonce: nonce, plaintextCount: head.count + body.count, into: output) { feed in
-            try feed(head)
-            try feed(body)
-        }
+        try seal(key: key, nonce: nonce, plaintextCount: plaintext.count, into: output) { feed in try feed(plaintext) }
     }
 
     /// Seals one message whose plaintext arrives in parts: `parts` calls `feed` with each part in

@@ -63,21 +63,7 @@ public struct NoiseCipherState: Sendable {
     ///   - output: exactly `plaintext.count + tagLength` bytes; may be the same memory as `plaintext`.
     /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted` or `.noiseInvalidState` (no key).
     public mutating func encrypt(_ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
-        try encrypt(head: UnsafeRawBufferPointer(start: nil, count: 0), body: plaintext, into: output)
-    }
-
-    /// Encrypts one transport message whose plaintext is `head` followed by `body` (say, a
-    /// muxer header and its payload) into `output`, without copying the two together first.
-    ///
-    /// The result is byte-identical to ``encrypt(_:into:)`` of the concatenation. `output.count`
-    /// must be `head.count + body.count + tagLength`; it may be `body`'s memory only when `head`
-    /// is empty.
-    /// - Throws: ``PunchCryptoError`` `.noiseNonceExhausted`, or `.noiseInvalidState` without a key.
-    public mutating func encrypt(head: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
-        try encrypt(plaintextCount: head.count + body.count, into: output) { feed in
-            try feed(head)
-            try feed(body)
-        }
+        try encrypt(plaintextCount: plaintext.count, into: output) { feed in try feed(plaintext) }
     }
 
     /// Encrypts one transport message whose plaintext arrives in parts: `parts` calls `feed` with

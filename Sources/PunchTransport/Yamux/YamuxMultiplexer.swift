@@ -84,7 +84,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     private(set) var parentIsWritable = true
 
     /// The round-trip time the latest answered Ping measured (keep-alive or ``ping()``), if any.
-    public private(set) var roundTripTime: TimeAmount?
+    public var roundTripTime: TimeAmount? { self.stateMachine.roundTripTime }
 
     /// Creates a multiplexer for one end of a connection.
     /// - Parameters:
@@ -371,7 +371,6 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
             self.emit(frame)
         case .pingAnswered(let sentAt):
             let rtt = context.eventLoop.now - sentAt
-            self.roundTripTime = rtt
             self.stateMachine.roundTripMeasured(rtt)
             self.pingTimeoutTask?.cancel()
             self.pingTimeoutTask = nil
