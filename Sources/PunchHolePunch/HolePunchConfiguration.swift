@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import PunchWire
 
@@ -44,6 +45,10 @@ public struct HolePunchConfiguration: Sendable {
     /// Whether loopback addresses may be sent and dialed: never in use (a peer could make us dial
     /// our own services), only for tests of the whole exchange on one machine.
     var allowLoopbackAddresses = false
+    /// Where each attempt's steps (messages, round trip, dials and their errors) are logged at
+    /// `.debug`, failed rounds too. Default: `punch.dcutr` from the logging system
+    /// (`punch` prints it on stderr with `PUNCH_LOG_LEVEL=debug`).
+    public var logger = Logger(label: "punch.dcutr")
 
     public init() {}
 }

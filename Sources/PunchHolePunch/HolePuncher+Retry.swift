@@ -1,3 +1,4 @@
+import Logging
 import PunchCrypto
 import PunchTransport
 import PunchWire
@@ -98,6 +99,8 @@ extension HolePuncher {
                 return try? result.get()
             }
             let last = round == configuration.rounds || !isWorthRetrying(error) || Task.isCancelled
+            configuration.logger.debug(
+                "DCUtR round failed", metadata: ["peer": "\(peer)", "round": "\(round)", "error": "\(error)", "retry_in": "\(last ? "never" : "\(delay)")"])
             onRound(result, last ? nil : delay)
             if last { return nil }
             // Wait, but start at once when our addresses change; stop when waiting is pointless.

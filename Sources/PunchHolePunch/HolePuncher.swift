@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import PunchCrypto
@@ -68,6 +69,8 @@ public enum HolePuncher {
             limit: configuration.maximumAddresses)
         let clock = ContinuousClock()
         let started = clock.now
+        let logger = configuration.logger.with(peer: relayed.remotePeerID, role: "initiator")
+        logger.debug("opening a DCUtR stream", metadata: ["ours": "\(ours)"])
         let stream = try await relayed.openStream(protocol: HolePunchProtocol.id)
         guard !ours.isEmpty else {
             // Close the stream at once, so the peer learns now rather than waiting for a CONNECT.
@@ -80,6 +83,7 @@ public enum HolePuncher {
             for attempt in 1...configuration.attempts {
                 // Steps 2-4 of the spec: CONNECT, CONNECT back (RTT), SYNC.
                 let sent = clock.now
+                logger.debug("sending CONNECT", metadata: ["attempt": "\(attempt)", "since_start": "\(sent - started)"])
                 try await outbound.write(try message(.connect, ours))
                 let answer = try await reader.next()
                 guard answer.type == .connect else {
@@ -90,6 +94,8 @@ public enum HolePuncher {
                     answer.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
                     allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
                     limit: configuration.maximumAddresses)
+                logger.debug(
+                    "CONNECT answered", metadata: ["attempt": "\(attempt)", "rtt": "\(roundTrip)", "theirs": "\(theirs)"])
                 guard !theirs.isEmpty else {
                     throw HolePunchError(.noAddresses, "the peer offered no usable public address")
                 }
@@ -101,11 +107,14 @@ public enum HolePuncher {
                 // Step 5: dial after half the round trip, so both SYNs leave at about the same time.
                 try await Task.sleep(for: roundTrip / 2)
                 do {
+                    logger.debug("SYNC sent; dialing", metadata: ["attempt": "\(attempt)"])
                     let connection = try await dialAny(
                         theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: true),
                         configuration: configuration)
+                    logger.debug("punched", metadata: ["attempt": "\(attempt)", "remote": "\(connection.remoteAddress.map { "\($0)" } ?? "?")"])
                     return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: roundTrip, elapsed: clock.now - started, dialed: theirs)
                 } catch {
+                    logger.debug("attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
                     lastError = error
                 }
             }
@@ -160,6 +169,8 @@ public enum HolePuncher {
         let clock = ContinuousClock()
         let started = clock.now
         let relayed = stream.connection
+        let logger = configuration.logger.with(peer: relayed.remotePeerID, role: "responder")
+        logger.debug("serving a DCUtR stream")
         return try await stream.channel.executeThenClose { inbound, outbound in
             var reader = MessageReader(inbound, channel: stream.channel.channel, configuration: configuration)
             var lastError: (any Error)?
@@ -167,13 +178,18 @@ public enum HolePuncher {
             for attempt in 1...configuration.attempts {
                 let connect: PBHolePunch
                 do {
-                    connect = try await reader.next()
+                    // The initiator's failed attempt may end later than ours: its punched
+                    // connection may still be upgrading (host's upgrade timeout) after our dial gave up.
+                    connect = try await reader.next(
+                        within: attempt == 1 ? configuration.exchangeTimeout
+                            : configuration.exchangeTimeout + configuration.dialTimeout + host.configuration.upgradeTimeout)
                 } catch let error as HolePunchError where error.code == .streamClosed && attempt > 1 {
                     break
                 }
                 guard connect.type == .connect else {
                     throw HolePunchError(.malformedMessage, "expected CONNECT, got \(connect.type)")
                 }
+                logger.debug("CONNECT received", metadata: ["attempt": "\(attempt)", "since_start": "\(clock.now - started)"])
                 let theirs = HolePunchAddressFilter.usable(
                     connect.obsAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
                     allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
@@ -198,11 +214,14 @@ public enum HolePuncher {
                 }
                 // Step 5: dial at once on SYNC.
                 do {
+                    logger.debug("SYNC received; dialing", metadata: ["attempt": "\(attempt)", "theirs": "\(theirs)"])
                     let connection = try await dialAny(
                         theirs, peer: relayed.remotePeerID, host: host, noiseInitiator: isSecurityInitiator(asDCUtRInitiator: false),
                         configuration: configuration)
+                    logger.debug("punched", metadata: ["attempt": "\(attempt)", "remote": "\(connection.remoteAddress.map { "\($0)" } ?? "?")"])
                     return HolePunchOutcome(connection: connection, attempt: attempt, roundTrip: nil, elapsed: clock.now - started, dialed: theirs)
                 } catch {
+                    logger.debug("attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
                     lastError = error
                 }
             }
@@ -259,6 +278,14 @@ public enum HolePuncher {
                 inbound, channel: channel, maximumLength: configuration.maximumMessageLength, timeout: configuration.exchangeTimeout)
         }
 
+        /// The next message, within `timeout` instead of the exchange timeout.
+        mutating func next(within timeout: TimeAmount) async throws -> PBHolePunch {
+            let usual = reader.timeout
+            reader.timeout = timeout
+            defer { reader.timeout = usual }
+            return try await next()
+        }
+
         mutating func next() async throws -> PBHolePunch {
             do {
                 return try await reader.next()
@@ -270,5 +297,15 @@ public enum HolePuncher {
                 throw HolePunchError(.streamClosed, "the DCUtR stream ended")
             }
         }
+    }
+}
+
+extension Logger {
+    /// This logger with the peer and our DCUtR role as metadata.
+    fileprivate func with(peer: PeerID, role: String) -> Logger {
+        var logger = self
+        logger[metadataKey: "peer"] = "\(peer)"
+        logger[metadataKey: "role"] = "\(role)"
+        return logger
     }
 }

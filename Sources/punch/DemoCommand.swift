@@ -40,8 +40,23 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Delay each packet this many milliseconds each way on both WAN links.", valueName: "ms"))
     var delay: Int = 0
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How long the dialer waits for the hole punch (its --upgrade-timeout); on lossy links a punch can take longer than the default.",
+        valueName: "s"))
+    var upgradeTimeout: Double = 20
+
     @Flag(name: .long, help: "Print the timeline as JSON lines.")
     var json = false
+
+    func validate() throws {
+        guard upgradeTimeout > 0 else { throw ValidationError("--upgrade-timeout must be more than 0: the demo is about the punch") }
+        guard upgradeTimeout <= Self.maximumUpgradeTimeout else {
+            throw ValidationError("--upgrade-timeout is at most \(Int(Self.maximumUpgradeTimeout)) s")
+        }
+    }
+
+    /// The longest `--upgrade-timeout`: the demo waits for the dialer's lines this much longer.
+    static let maximumUpgradeTimeout = 300.0
 
     func run() async throws {
         let started = Date()
@@ -100,12 +115,25 @@ struct DemoCommand: AsyncParsableCommand {
             timeline.note("reserved", "h2 reserved a slot on the relay: reachable at \(circuit)")
 
             let dialer = try lab.spawn(.h1, [punch, "dial", circuit, "--listen", "/ip4/0.0.0.0/tcp/4001", "--bytes", "\(count)",
-                "--pings", "1", "--json"])
+                "--pings", "1", "--upgrade-timeout", "\(upgradeTimeout)", "--json"])
             processes.append(dialer)
             var result: [String: Any] = [:]
             // The dialer gives up on its own well within this (dial, upgrade wait, transfer).
+            let deadline = ContinuousClock.now + .seconds(120 + upgradeTimeout)
+            // The listener starts the punch (DCUtR's "B"); its round outcomes join the timeline.
+            var listenerSeen = listener.outputLines.count
             while result.isEmpty {
-                let line = try dialer.waitForLine(matching: { _ in true }, timeout: .seconds(120))
+                let line: String
+                do {
+                    line = try dialer.waitForLine(matching: { _ in true }, timeout: .milliseconds(200))
+                } catch let error as LabError where error.code == .timedOut && ContinuousClock.now < deadline {
+                    let lines = listener.outputLines
+                    for text in lines.dropFirst(listenerSeen) {
+                        if let note = Self.listenerPunchNote(text) { timeline.note("listener", note) }
+                    }
+                    listenerSeen = lines.count
+                    continue
+                }
                 guard let event = try? JSONEvent(line) else { continue }
                 switch event["event"] as? String {
                 case "connected":
@@ -115,6 +143,8 @@ struct DemoCommand: AsyncParsableCommand {
                         "direct",
                         "hole punch succeeded on attempt \(event["attempt"] as? Int ?? 0): direct connection to \(event["remote_addr"] as? String ?? "?") "
                             + String(format: "%.0f ms after the relayed one", event["relayed_to_direct_ms"] as? Double ?? 0))
+                case "upgrade_round_failed":
+                    timeline.note("punch_round", "a hole punch round failed: \(event["message"] as? String ?? "?"); h1 waits for h2's next round")
                 case "upgrade_failed":
                     timeline.note("punch", "hole punch failed: \(event["message"] as? String ?? "?"); staying relayed")
                 case "echo":
@@ -124,11 +154,18 @@ struct DemoCommand: AsyncParsableCommand {
                             + String(format: "(%.1f MiB/s each way)", event["throughput_mib_s"] as? Double ?? 0))
                 case "result", "error":
                     result = event.object
+                    // A failed dial prints its result, then the error that ended it.
+                    if result["ok"] as? Bool != true, result["message"] == nil,
+                        let error = try? JSONEvent(dialer.waitForLine(matching: { $0.contains(#""event":"error""#) }, timeout: .seconds(2)))
+                    {
+                        result["message"] = error["message"]
+                    }
                 default:
                     break
                 }
             }
             let status = try dialer.waitForExit(timeout: .seconds(30))
+            let logs = [("h1 (dialer)", dialer.errorOutput), ("h2 (listener)", listener.errorOutput), ("relay", relay.errorOutput)]
             let ok = status == 0 && (result["ok"] as? Bool) == true
             let path = result["path"] as? String ?? "?"
             let expectedDirect = !symmetric
@@ -144,6 +181,12 @@ struct DemoCommand: AsyncParsableCommand {
             } else {
                 verdict = "FAIL: " + (ok ? "the transfer stayed on the \(path) path" : "the dial failed (\(result["message"] as? String ?? "see above"))")
             }
+            if !verdict.hasPrefix("PASS") {
+                // What the programs logged (PUNCH_LOG_LEVEL=debug logs every DCUtR step).
+                for (name, text) in logs where !text.isEmpty {
+                    timeline.note("log", "\(name) stderr (last \(Self.logLinesShown) lines):\n" + text.split(separator: "\n").suffix(Self.logLinesShown).joined(separator: "\n"))
+                }
+            }
             timeline.verdict(verdict, ok: verdict.hasPrefix("PASS"))
             if !verdict.hasPrefix("PASS") { throw ExitCode.failure }
         } catch let exit as ExitCode {
@@ -152,6 +195,23 @@ struct DemoCommand: AsyncParsableCommand {
             throw CommandFailure.report(error, json: json)
         }
         #endif
+    }
+
+    /// How many lines of each program's stderr a failed demo shows.
+    static let logLinesShown = 40
+
+    /// What a listener's `upgraded` / `upgrade_failed` line says, for the timeline.
+    static func listenerPunchNote(_ line: String) -> String? {
+        guard let event = try? JSONEvent(line) else { return nil }
+        switch event["event"] as? String {
+        case "upgraded":
+            return "h2's hole punch succeeded on attempt \(event["attempt"] as? Int ?? 0) (\(event["remote_addr"] as? String ?? "?"))"
+        case "upgrade_failed":
+            let retry = (event["retry_in_s"] as? Double).map { String(format: "; next round in %.0f s", $0) } ?? "; no further round"
+            return "h2's hole punch round failed: \(event["message"] as? String ?? "?")\(retry)"
+        default:
+            return nil
+        }
     }
 
     static func parseBytes(_ text: String) -> Int? {

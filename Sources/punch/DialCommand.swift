@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Punch
 
 /// `punch dial`: connect, ping, identify, echo, report.
@@ -69,7 +70,7 @@ struct DialCommand: AsyncParsableCommand {
             var configuration = HostConfiguration(identity: key)
             configuration.identifyOnConnect = false
             configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
-            let node = PunchHost(configuration: configuration)
+            let node = PunchHost(configuration: configuration, logger: Logger(label: "punch.host"))
             let confirmed = try ConfirmedAddresses(host: node, confirmations: confirmations)
             host = node
             for text in listen { try await node.listen(Multiaddr(text)) }
@@ -143,7 +144,14 @@ struct DialCommand: AsyncParsableCommand {
             var relayedToDirect: Double?
             if connection.path == .relayed, upgradeTimeout > 0 {
                 step = "upgrade"
-                let outcome = await Self.first(of: upgrades, within: upgradeTimeout)
+                // The listener starts the punch and retries a failed round (5 s later, then 15 s):
+                // wait for a success until the deadline, unless a failure says no round can work.
+                let outcome = await Self.firstSuccess(of: upgrades, within: upgradeTimeout) { error in
+                    let coded = error as? CodedError
+                    report(
+                        ["event": "upgrade_round_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                        "a hole punch round failed: \(coded?.message ?? "\(error)"); waiting for the next")
+                }
                 switch outcome {
                 case .success(let punched)?:
                     active = punched.connection
@@ -201,11 +209,25 @@ struct DialCommand: AsyncParsableCommand {
     }
 
     /// The first element of `stream`, or `nil` after `seconds`.
-    private static func first<T: Sendable>(of stream: AsyncStream<T>, within seconds: Double) async -> T? {
-        await withTaskGroup(of: T?.self) { group in
+    /// Failures of a DCUtR exchange after which waiting for the peer's next round is pointless:
+    /// it offered no usable address, spoke DCUtR wrongly, or ran it where it cannot run.
+    static let finalUpgradeFailures: Set<HolePunchError.Code> = [.noAddresses, .malformedMessage, .notRelayed]
+
+    /// The first success in `stream` within `seconds`; a failure in ``finalUpgradeFailures`` ends
+    /// the wait at once (and is returned), any other is passed to `onFailure` and the wait goes
+    /// on. `nil` when the time runs out.
+    private static func firstSuccess(
+        of stream: AsyncStream<Result<HolePunchOutcome, any Error>>, within seconds: Double,
+        onFailure: @escaping @Sendable (any Error) -> Void
+    ) async -> Result<HolePunchOutcome, any Error>? {
+        await withTaskGroup(of: Result<HolePunchOutcome, any Error>?.self) { group in
             group.addTask {
-                var iterator = stream.makeAsyncIterator()
-                return await iterator.next()
+                for await result in stream {
+                    guard case .failure(let error) = result else { return result }
+                    if let error = error as? HolePunchError, finalUpgradeFailures.contains(error.code) { return result }
+                    onFailure(error)
+                }
+                return nil
             }
             group.addTask {
                 try? await Task.sleep(for: .seconds(seconds))

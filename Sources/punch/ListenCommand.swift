@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Punch
 
 extension TransportError: CodedError {
@@ -62,7 +63,7 @@ struct ListenCommand: AsyncParsableCommand {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
             var configuration = HostConfiguration(identity: key)
             configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
-            host = PunchHost(configuration: configuration)
+            host = PunchHost(configuration: configuration, logger: Logger(label: "punch.host"))
             let confirmed = try ConfirmedAddresses(host: host, confirmations: confirmations)
             let output = EventPrinter(json: json)
             Echo.register(on: host) { stream, count in

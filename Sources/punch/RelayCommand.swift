@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NIOCore
 import Punch
 
@@ -98,7 +99,7 @@ struct RelayCommand: AsyncParsableCommand {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
             var hostConfiguration = HostConfiguration(identity: key)
             hostConfiguration.maximumConnections = maxConnections
-            let host = PunchHost(configuration: hostConfiguration)
+            let host = PunchHost(configuration: hostConfiguration, logger: Logger(label: "punch.host"))
             let output = EventPrinter(json: json)
             var relayConfiguration = RelayConfiguration()
             relayConfiguration.circuitDuration = limitDuration == 0 ? nil : .seconds(Int64(limitDuration))

@@ -43,7 +43,10 @@ import Testing
         let aAddress: Multiaddr
         let outcomes: AsyncStream<Result<HolePunchOutcome, any Error>>
 
-        static func make(offering offered: [Multiaddr] = [try! Multiaddr("/ip4/198.51.100.1/tcp/4001")]) async throws -> Setup {
+        static func make(
+            offering offered: [Multiaddr] = [try! Multiaddr("/ip4/198.51.100.1/tcp/4001")],
+            configuration: HolePunchConfiguration = HolePunchConfiguration()
+        ) async throws -> Setup {
             let relay = PunchHost(configuration: HostConfiguration(identity: .generate()))
             let relayAddress = try await relay.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
             let server = RelayServer(host: relay, addresses: [relayAddress.withoutPeerID()])
@@ -51,7 +54,7 @@ import Testing
             let a = PunchHost(configuration: HostConfiguration(identity: .generate()))
             let aAddress = try await a.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
             let (outcomes, continuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self)
-            HolePuncher.serve(on: a, localAddresses: { _ in offered }) { _, result in
+            HolePuncher.serve(on: a, configuration: configuration, localAddresses: { _ in offered }) { _, result in
                 continuation.yield(result)
             }
             RelayClient.acceptCircuits(on: a)
@@ -134,6 +137,45 @@ import Testing
         #expect(error.code == .failed)
         #expect(error.message.contains("no usable public address"))
         #expect(setup.a.connections(to: setup.b.peerID).allSatisfy { $0.path == .relayed })
+    }
+
+    /// After a failed attempt the responder waits for the initiator's next CONNECT longer than one
+    /// message may take: the initiator's attempt can still be upgrading its punched connection
+    /// (CI, 10 % loss: a Noise handshake stalled 10 s on one side after the other side's dial
+    /// had given up). Here the next CONNECT comes after twice the exchange timeout.
+    @Test func theNextConnectMayComeLaterThanOneMessage() async throws {
+        var configuration = HolePunchConfiguration()
+        configuration.exchangeTimeout = .milliseconds(500)
+        let setup = try await Setup.make(configuration: configuration)
+        defer { Task { await setup.close() } }
+        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
+        let answers = try await stream.channel.executeThenClose { inbound, outbound -> Int in
+            var received = ByteBuffer()
+            var answers = 0
+            // No usable address: each attempt fails after SYNC without a dial.
+            try await outbound.write(try Self.frame(.connect, []))
+            for try await var chunk in inbound {
+                received.writeBuffer(&chunk)
+                while try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) != nil {
+                    answers += 1
+                    try await outbound.write(try Self.frame(.sync, []))
+                    if answers == 2 {
+                        outbound.finish()
+                    } else {
+                        try await Task.sleep(for: .seconds(1))
+                        try await outbound.write(try Self.frame(.connect, []))
+                    }
+                }
+            }
+            return answers
+        }
+        #expect(answers == 2)
+        let outcome = await setup.nextOutcome()
+        guard case .failure(let error as HolePunchError)? = outcome else {
+            Issue.record("expected a failure, got \(String(describing: outcome))")
+            return
+        }
+        #expect(error.code == .failed, "\(error)")
     }
 
     @Test func moreConnectsThanAttemptsAreRefused() async throws {

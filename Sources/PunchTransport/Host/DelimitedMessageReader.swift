@@ -22,7 +22,8 @@ public struct DelimitedMessageReader<Message: SwiftProtobuf.Message> {
     private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     private var buffer = ByteBuffer()
     public let maximumLength: Int
-    public let timeout: TimeAmount
+    /// How long ``next()`` waits for a whole message; may be changed between calls.
+    public var timeout: TimeAmount
     private let channel: Channel
     private let timedOut = NIOLockedValueBox(false)
 
