@@ -227,6 +227,38 @@ import Testing
         #expect(try accepted.getOption(YamuxChannelOptions.receiveWindow).wait() == self.window)
     }
 
+    /// The Ping sent with a first grant measures the round trip; on a slow link its answer waits
+    /// behind the data the grant lets in, so it is not held to `pingTimeout`. A peer that goes
+    /// quiet with it unanswered is still found dead: the keep-alive starts the timeout.
+    @Test func theRoundTripPingOfAFirstGrantIsNotHeldToThePingTimeout() throws {
+        var configuration = YamuxConfiguration()
+        configuration.keepAliveInterval = .seconds(30)
+        configuration.pingTimeout = .seconds(10)
+        let peer = try RawYamuxPeer(configuration: configuration)
+        try peer.receive(.windowUpdate(streamID: 1, flags: .syn), .data(streamID: 1, payload: self.pattern(self.window)))
+        let stream = try #require(peer.streams.value.first)
+        #expect(stream.recorder.received.readableBytes == self.window)
+        let sent = try peer.sent()
+        #expect(sent.contains(.ping(flags: .syn, opaque: 0)), "\(sent)")
+        #expect(sent.contains { $0.type == .windowUpdate && $0.streamID == 1 }, "\(sent)")
+
+        // The answer does not come, but data keeps arriving: well past the ping timeout.
+        for _ in 0..<5 {
+            peer.loop.advanceTime(by: .seconds(5))
+            try peer.receive(.data(streamID: 1, payload: self.pattern(1024)))
+        }
+        #expect(peer.channel.isActive)
+        #expect(stream.recorder.transportErrorCodes.isEmpty)
+
+        // Then the peer goes quiet (last data at 25 s): the keep-alive at 30 s saw that data, the
+        // one at 60 s finds the connection quiet and starts the timeout for the unanswered Ping.
+        peer.loop.advanceTime(by: .seconds(35))
+        #expect(peer.channel.isActive)
+        peer.loop.advanceTime(by: .seconds(10))
+        #expect(!peer.channel.isActive)
+        #expect(stream.recorder.transportErrorCodes == [.yamuxPingTimeout])
+    }
+
     @Test func writabilityFlipsWhenTheWindowIsExhaustedAndBack() throws {
         let pair = try YamuxPair()
         let stream = try pair.openClientStream()
