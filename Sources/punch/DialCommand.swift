@@ -208,10 +208,12 @@ struct DialCommand: AsyncParsableCommand {
         }
     }
 
-    /// The first element of `stream`, or `nil` after `seconds`.
     /// Failures of a DCUtR exchange after which waiting for the peer's next round is pointless:
-    /// it offered no usable address, spoke DCUtR wrongly, or ran it where it cannot run.
-    static let finalUpgradeFailures: Set<HolePunchError.Code> = [.noAddresses, .malformedMessage, .notRelayed]
+    /// one side had no usable address (the initiator then closes the stream before its first
+    /// CONNECT, or after ours: `streamClosed`), the peer spoke DCUtR wrongly, or it ran where it
+    /// cannot run. A failure after the punch dials (`failed`) or a slow message (`timeout`) is
+    /// worth waiting through.
+    static let finalUpgradeFailures: Set<HolePunchError.Code> = [.noAddresses, .streamClosed, .malformedMessage, .notRelayed]
 
     /// The first success in `stream` within `seconds`; a failure in ``finalUpgradeFailures`` ends
     /// the wait at once (and is returned), any other is passed to `onFailure` and the wait goes
