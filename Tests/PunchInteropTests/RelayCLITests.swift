@@ -135,12 +135,9 @@ import FoundationNetworking
         #expect((missing as? HTTPURLResponse)?.statusCode == 404)
     }
 
-    /// A UDP port nothing listens on now (bound and released).
+    /// A port for the relay's STUN server, which listens on UDP and TCP (``FreePort``).
     static func freeUDPPort() async throws -> UInt16 {
-        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = UInt16(channel.localAddress!.port!)
-        try await channel.close()
-        return port
+        try FreePort.find()
     }
 
     /// `punch listen --relay` refreshes its reservation before it expires, on the connection it

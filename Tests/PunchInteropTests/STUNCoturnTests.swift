@@ -40,12 +40,9 @@ import Testing
         var description: String
     }
 
-    /// A UDP port that was free a moment ago: bind to port 0, read the port, close.
+    /// A port for coturn, which listens on UDP and TCP (``FreePort``).
     static func freeUDPPort() async throws -> Int {
-        let probe = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(probe.localAddress?.port)
-        try await probe.close()
-        return port
+        Int(try FreePort.find())
     }
 
     /// Runs `body` with a started turnserver and a client socket; stops the server afterwards,

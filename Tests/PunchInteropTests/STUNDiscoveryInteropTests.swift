@@ -182,25 +182,9 @@ import Testing
         }
     }
 
-    /// A UDP port free on every address, with the next port free too (RFC 5780's second port).
+    /// A port free on every address, with the next port free too (RFC 5780's second port), for
+    /// UDP and TCP (``FreePort``).
     static func freePortPair(_ addresses: [String]) async throws -> UInt16 {
-        for _ in 0..<20 {
-            let port = try await STUNCoturnTests.freeUDPPort()
-            guard port < 65535 else { continue }
-            var channels: [any Channel] = []
-            var free = true
-            for address in addresses {
-                for candidate in [port, port + 1] {
-                    do {
-                        channels.append(try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: address, port: candidate).get())
-                    } catch {
-                        free = false
-                    }
-                }
-            }
-            for channel in channels { try? await channel.close() }
-            if free { return UInt16(port) }
-        }
-        throw ToolMissing("no free pair of UDP ports on \(addresses)")
+        try FreePort.find(on: addresses, count: 2)
     }
 }
