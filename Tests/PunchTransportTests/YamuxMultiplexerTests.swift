@@ -259,6 +259,29 @@ import Testing
         #expect(stream.recorder.transportErrorCodes == [.yamuxPingTimeout])
     }
 
+    /// A stream's burst reaches the connection in flushed pieces of about
+    /// `YamuxMultiplexer.burstFlushSize`, not as one flush at its end.
+    @Test func aLargeBurstIsFlushedToTheConnectionInPieces() throws {
+        let pair = try YamuxPair()
+        let counter = FlushCounter()
+        try pair.client.pipeline.syncOperations.addHandler(counter, position: .first)
+        let stream = try pair.openClientStream()
+        try pair.shuttle()
+        counter.flushedPieces.removeAll()
+        // One window's worth (256 KiB) in 16 KiB writes and one flush.
+        for _ in 0..<16 {
+            stream.write(self.pattern(16 * 1024), promise: nil)
+        }
+        stream.flush()
+        let flushed = counter.flushedPieces
+        #expect(flushed.reduce(0, +) >= self.window, "\(flushed)")
+        try #require(YamuxMultiplexer.burstFlushSize <= self.window / 2)
+        #expect(flushed.count >= 2, "\(flushed)")
+        #expect(flushed.allSatisfy { $0 < YamuxMultiplexer.burstFlushSize + 16 * 1024 + 2 * YamuxFrame.headerLength }, "\(flushed)")
+        try pair.shuttle()
+        #expect(pair.serverStreams.value.first?.recorder.received.readableBytes == self.window)
+    }
+
     @Test func writabilityFlipsWhenTheWindowIsExhaustedAndBack() throws {
         let pair = try YamuxPair()
         let stream = try pair.openClientStream()
@@ -746,5 +769,24 @@ import Testing
         #expect(throws: ChannelError.operationUnsupported) {
             try peer.channel.writeAndFlush(ByteBuffer(string: "raw")).wait()
         }
+    }
+}
+
+/// Records how many bytes reach the connection between flushes.
+private final class FlushCounter: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    var flushedPieces: [Int] = []
+    private var unflushed = 0
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        unflushed += unwrapOutboundIn(data).readableBytes
+        context.write(data, promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        if unflushed > 0 { flushedPieces.append(unflushed) }
+        unflushed = 0
+        context.flush()
     }
 }

@@ -49,6 +49,13 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     /// is, and the payload slice follows as its own write.
     static let zeroCopyPayloadSize = 4 * 1024
 
+    /// A burst of writes (a stream draining a large window) flushes the parent every this many
+    /// bytes (two Noise frames) instead of only at its end: the socket, and so the peer's decrypt,
+    /// get the first frames while the later ones are still being encrypted, instead of the two
+    /// event loops taking turns. Loopback, `punch-bench --only handler,async`, three interleaved
+    /// runs each: NIO handler writer 522 -> 800 MiB/s (64 KiB: 665), async writer unchanged.
+    static let burstFlushSize = 128 * 1024
+
     private let configuration: YamuxConfiguration
     private let logger: Logger
     private let inboundStreamInitializer: @Sendable (Channel) -> EventLoopFuture<Void>
@@ -68,6 +75,8 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
     /// Buffers to write to the parent, in order: gathered frames and large payloads.
     private var outboundQueue = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
     private var hasUnflushedWrites = false
+    /// Bytes written to the parent since its last flush.
+    private var unflushedBytes = 0
     /// Inside `context.write` or `context.flush`: see `emit(_:)`.
     private var isWritingToParent = false
     /// A flush was asked for while writing; it runs when the write returns.
@@ -510,7 +519,13 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
         self.isWritingToParent = true
         while let (buffer, promise) = self.outboundQueue.popFirst() {
             self.hasUnflushedWrites = true
+            self.unflushedBytes += buffer.readableBytes
             context.write(self.wrapOutboundOut(buffer), promise: promise)
+            if self.unflushedBytes >= Self.burstFlushSize {
+                self.unflushedBytes = 0
+                self.hasUnflushedWrites = false
+                context.flush()
+            }
         }
         self.isWritingToParent = false
     }
@@ -526,6 +541,7 @@ public final class YamuxMultiplexer: ChannelDuplexHandler {
             self.writeQueued()
             guard self.hasUnflushedWrites, let context = self.context else { return }
             self.hasUnflushedWrites = false
+            self.unflushedBytes = 0
             self.isWritingToParent = true
             context.flush()
             self.isWritingToParent = false
