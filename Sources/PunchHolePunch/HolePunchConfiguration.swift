@@ -20,7 +20,9 @@ public struct HolePunchConfiguration: Sendable {
     /// Whether private (RFC 1918, RFC 6598, unique-local) addresses may be sent and dialed. Off by
     /// default: a peer could otherwise make us dial into our own LAN. Turn it on for a LAN.
     public var allowPrivateAddresses = false
-    /// How long one message may take to arrive. Default 10 seconds.
+    /// How long one message may take to arrive. Default 10 seconds. The serving side waits longer
+    /// for a retry's CONNECT after a failed attempt: this plus ``dialTimeout`` plus the host's
+    /// upgrade timeout, as long as the initiator's attempt may still run.
     public var exchangeTimeout: TimeAmount = .seconds(10)
     /// How long one punch dial may take before the attempt counts as failed. Default 5 seconds
     /// (a lost SYN is retried by the kernel after 1 s and 3 s).

@@ -278,21 +278,15 @@ public enum HolePuncher {
                 inbound, channel: channel, maximumLength: configuration.maximumMessageLength, timeout: configuration.exchangeTimeout)
         }
 
-        /// The next message, within `timeout` instead of the exchange timeout.
-        mutating func next(within timeout: TimeAmount) async throws -> PBHolePunch {
-            let usual = reader.timeout
-            reader.timeout = timeout
-            defer { reader.timeout = usual }
-            return try await next()
-        }
-
-        mutating func next() async throws -> PBHolePunch {
+        /// The next message, within `timeout` (default: the exchange timeout).
+        mutating func next(within timeout: TimeAmount? = nil) async throws -> PBHolePunch {
+            let limit = timeout ?? reader.timeout
             do {
-                return try await reader.next()
+                return try await reader.next(within: limit)
             } catch .malformed(let error) {
                 throw HolePunchError(.malformedMessage, "a DCUtR message is malformed or over \(reader.maximumLength) bytes: \(error)")
             } catch .timedOut {
-                throw HolePunchError(.timeout, "no DCUtR message arrived within \(reader.timeout)")
+                throw HolePunchError(.timeout, "no DCUtR message arrived within \(limit)")
             } catch .ended {
                 throw HolePunchError(.streamClosed, "the DCUtR stream ended")
             }

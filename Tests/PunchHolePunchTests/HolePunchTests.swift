@@ -72,6 +72,28 @@ import Testing
             await relay.close()
         }
 
+        /// Opens a DCUtR stream as a scripted initiator: sends CONNECT without addresses, then
+        /// calls `onAnswer` with the count of the responder's CONNECTs so far for each one; ends
+        /// when the responder closes. Returns how many CONNECTs it answered with.
+        func answers(
+            onAnswer: (Int, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Void
+        ) async throws -> Int {
+            let stream = try await relayed.openStream(protocol: HolePunchProtocol.id)
+            return try await stream.channel.executeThenClose { inbound, outbound -> Int in
+                var received = ByteBuffer()
+                var answers = 0
+                try await outbound.write(try HolePunchResponderTests.frame(.connect, []))
+                for try await var chunk in inbound {
+                    received.writeBuffer(&chunk)
+                    while try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) != nil {
+                        answers += 1
+                        try await onAnswer(answers, outbound)
+                    }
+                }
+                return answers
+            }
+        }
+
         func nextOutcome() async -> Result<HolePunchOutcome, any Error>? {
             var iterator = outcomes.makeAsyncIterator()
             return await iterator.next()
@@ -148,26 +170,15 @@ import Testing
         configuration.exchangeTimeout = .milliseconds(500)
         let setup = try await Setup.make(configuration: configuration)
         defer { Task { await setup.close() } }
-        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
-        let answers = try await stream.channel.executeThenClose { inbound, outbound -> Int in
-            var received = ByteBuffer()
-            var answers = 0
-            // No usable address: each attempt fails after SYNC without a dial.
-            try await outbound.write(try Self.frame(.connect, []))
-            for try await var chunk in inbound {
-                received.writeBuffer(&chunk)
-                while try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) != nil {
-                    answers += 1
-                    try await outbound.write(try Self.frame(.sync, []))
-                    if answers == 2 {
-                        outbound.finish()
-                    } else {
-                        try await Task.sleep(for: .seconds(1))
-                        try await outbound.write(try Self.frame(.connect, []))
-                    }
-                }
+        // No usable address: each attempt fails after SYNC without a dial.
+        let answers = try await setup.answers { answers, outbound in
+            try await outbound.write(try Self.frame(.sync, []))
+            if answers == 2 {
+                outbound.finish()
+            } else {
+                try await Task.sleep(for: .seconds(1))
+                try await outbound.write(try Self.frame(.connect, []))
             }
-            return answers
         }
         #expect(answers == 2)
         let outcome = await setup.nextOutcome()
@@ -181,21 +192,10 @@ import Testing
     @Test func moreConnectsThanAttemptsAreRefused() async throws {
         let setup = try await Setup.make()
         defer { Task { await setup.close() } }
-        let stream = try await setup.relayed.openStream(protocol: HolePunchProtocol.id)
-        let answers = try await stream.channel.executeThenClose { inbound, outbound -> Int in
-            var received = ByteBuffer()
-            var answers = 0
-            try await outbound.write(try Self.frame(.connect, []))
-            for try await var chunk in inbound {
-                received.writeBuffer(&chunk)
-                while try ProtobufFraming.readDelimited(PBHolePunch.self, from: &received, maximumLength: 4096) != nil {
-                    answers += 1
-                    // SYNC, then CONNECT again at once: a flood of exchanges.
-                    try? await outbound.write(try Self.frame(.sync, []))
-                    try? await outbound.write(try Self.frame(.connect, []))
-                }
-            }
-            return answers
+        let answers = try await setup.answers { _, outbound in
+            // SYNC, then CONNECT again at once: a flood of exchanges.
+            try? await outbound.write(try Self.frame(.sync, []))
+            try? await outbound.write(try Self.frame(.connect, []))
         }
         #expect(answers == HolePunchConfiguration().attempts)
         let outcome = await setup.nextOutcome()

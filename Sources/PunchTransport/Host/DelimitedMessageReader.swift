@@ -22,8 +22,7 @@ public struct DelimitedMessageReader<Message: SwiftProtobuf.Message> {
     private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     private var buffer = ByteBuffer()
     public let maximumLength: Int
-    /// How long ``next()`` waits for a whole message; may be changed between calls.
-    public var timeout: TimeAmount
+    public let timeout: TimeAmount
     private let channel: Channel
     private let timedOut = NIOLockedValueBox(false)
 
@@ -37,11 +36,17 @@ public struct DelimitedMessageReader<Message: SwiftProtobuf.Message> {
         self.timeout = timeout
     }
 
-    /// The next message.
+    /// The next message, within ``timeout``.
     public mutating func next() async throws(Failure) -> Message {
+        try await next(within: timeout)
+    }
+
+    /// The next message, within `limit` instead of ``timeout``: for a wait the protocol knows to
+    /// be longer than one message's (the peer is busy with something else first).
+    public mutating func next(within limit: TimeAmount) async throws(Failure) -> Message {
         let timedOut = self.timedOut
         let channel = self.channel
-        let watchdog = channel.eventLoop.scheduleTask(in: timeout) {
+        let watchdog = channel.eventLoop.scheduleTask(in: limit) {
             timedOut.withLockedValue { $0 = true }
             channel.close(promise: nil)
         }
