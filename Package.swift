@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // Pure codecs: varint, multiaddr, STUN, libp2p protobuf messages. No I/O.
@@ -123,10 +124,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The umbrella library a user imports.
+        // The umbrella library a user imports, and PunchNode: peer store, connect policy, one
+        // connection per peer, reservations, confirmed addresses, events and metrics.
         .target(
             name: "Punch",
-            dependencies: ["PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay", "PunchHolePunch", "PunchPortMapping"]
+            dependencies: [
+                "PunchWire", "PunchCrypto", "PunchTransport", "PunchDiscovery", "PunchRelay", "PunchHolePunch", "PunchPortMapping",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
@@ -216,6 +226,17 @@ let package = Package(
                 "PunchTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // PunchNode: the connect policy, the peer store and the event fan-out as values; nodes on
+        // loopback (concurrent connects, crossed dials, slow subscribers).
+        .testTarget(
+            name: "PunchTests",
+            dependencies: [
+                "Punch",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.

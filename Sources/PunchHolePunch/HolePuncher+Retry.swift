@@ -62,7 +62,9 @@ extension HolePuncher {
     ///
     /// It stops without another round when the relayed connection closes, when a direct
     /// connection to the peer exists (the peer's own punch, a dial), or when the failure cannot
-    /// change by retrying (the peer does not speak DCUtR, or sent a malformed message).
+    /// change by retrying (``HolePunchRetry/verdict(after:)`` says `.stop`: the peer does not
+    /// speak DCUtR, or sent a malformed message). After `.waitForNewAddresses` (no usable
+    /// address on one side) the next round starts only when our public addresses change.
     ///
     /// - Parameters:
     ///   - relayed: the relayed connection to upgrade.
@@ -98,7 +100,8 @@ extension HolePuncher {
                 onRound(result, nil)
                 return try? result.get()
             }
-            let last = round == configuration.rounds || !isWorthRetrying(error) || Task.isCancelled
+            let verdict = HolePunchRetry.verdict(after: error)
+            let last = round == configuration.rounds || verdict == .stop || Task.isCancelled
             configuration.logger.debug(
                 "DCUtR round failed", metadata: ["peer": "\(peer)", "round": "\(round)", "error": "\(error)", "retry_in": "\(last ? "never" : "\(delay)")"])
             onRound(result, last ? nil : delay)
@@ -106,8 +109,11 @@ extension HolePuncher {
             // Wait, but start at once when our addresses change; stop when waiting is pointless.
             let clock = ContinuousClock()
             let deadline = clock.now + delay
-            while clock.now < deadline {
-                try? await Task.sleep(for: min(configuration.addressCheckInterval, deadline - clock.now))
+            // After a `waitForNewAddresses` verdict only new addresses start the next round.
+            while verdict == .waitForNewAddresses || clock.now < deadline {
+                let remaining = deadline - clock.now
+                try? await Task.sleep(
+                    for: verdict == .waitForNewAddresses || remaining > configuration.addressCheckInterval ? configuration.addressCheckInterval : remaining)
                 if Task.isCancelled || !relayed.isActive || hasDirectConnection(to: peer, on: host) { return nil }
                 let now = HolePunchAddressFilter.usable(
                     await localAddresses(), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
@@ -121,16 +127,5 @@ extension HolePuncher {
 
     static func hasDirectConnection(to peer: PeerID, on host: PunchHost) -> Bool {
         host.connections(to: peer).contains { $0.path == .direct && $0.isActive }
-    }
-
-    /// Failures a later round cannot fix: the peer lacks DCUtR, or speaks it wrongly.
-    static func isWorthRetrying(_ error: any Error) -> Bool {
-        if let error = error as? HolePunchError {
-            return ![HolePunchError.Code.malformedMessage, .notRelayed].contains(error.code)
-        }
-        if let error = error as? TransportError {
-            return error.code != .multistreamNoProtocol
-        }
-        return true
     }
 }

@@ -135,6 +135,18 @@ public enum HolePuncher {
         localAddresses: @escaping @Sendable (Connection) async -> [Multiaddr],
         onOutcome: @escaping @Sendable (Connection, Result<HolePunchOutcome, any Error>) -> Void = { _, _ in }
     ) {
+        serve(on: host, configuration: configuration, localAddresses: localAddresses, onStart: { _ in }, onOutcome: onOutcome)
+    }
+
+    /// As ``serve(on:configuration:localAddresses:onOutcome:)``, and `onStart` is told when an
+    /// admitted exchange starts, with its relayed connection (each start is followed by one
+    /// `onOutcome`).
+    public static func serve(
+        on host: PunchHost, configuration: HolePunchConfiguration = HolePunchConfiguration(),
+        localAddresses: @escaping @Sendable (Connection) async -> [Multiaddr],
+        onStart: @escaping @Sendable (Connection) -> Void,
+        onOutcome: @escaping @Sendable (Connection, Result<HolePunchOutcome, any Error>) -> Void
+    ) {
         let active = NIOLockedValueBox(0)
         host.setStreamHandler(for: HolePunchProtocol.id) { stream in
             let relayed = stream.connection
@@ -152,6 +164,7 @@ public enum HolePuncher {
                 return
             }
             defer { active.withLockedValue { $0 -= 1 } }
+            onStart(relayed)
             let result: Result<HolePunchOutcome, any Error>
             do {
                 result = .success(try await respond(on: stream, host: host, configuration: configuration, localAddresses: localAddresses))

@@ -23,6 +23,10 @@ public final class Connection: Sendable, Hashable, CustomStringConvertible {
     /// Whether this side ran the Noise handshake as initiator (and yamux as client): the dialer,
     /// except in a hole punch, where DCUtR decides.
     public let isSecurityInitiator: Bool
+    /// The bytes carried so far, both ways (Noise frames and yamux headers included).
+    public let bytes = ByteCounter()
+    /// When the connection's upgrade began (it is handed out only after the upgrade).
+    public let created = ContinuousClock.now
 
     private struct State {
         var remotePeerID: PeerID?

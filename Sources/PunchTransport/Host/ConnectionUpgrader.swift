@@ -60,6 +60,7 @@ enum ConnectionUpgrader {
             }
         }
         do {
+            try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counter: connection.bytes))
             try channel.pipeline.syncOperations.addHandler(security)
             // Dialed channels start with autoRead off (see PunchHost's bootstrap) so that no
             // byte arrives before this point.

@@ -135,6 +135,16 @@ public final class PunchHost: Sendable {
         }
         try checkOpen()
         let socketAddress = try endpoint.socketAddress()
+        // SO_REUSEPORT lets a second process bind the same port, and the kernel would then share
+        // incoming connections between the two. Refuse that (issue 16): a probe socket without
+        // SO_REUSEPORT cannot bind where another process listens. Our own listeners on the port
+        // are not asked about (the probe would find them).
+        let ownPort = state.withLockedValue { state in state.listeners.contains { $0.bound.port == endpoint.port } }
+        if endpoint.port != 0, !ownPort, let holder = Self.portInUse(socketAddress) {
+            throw TransportError(
+                .hostListenPortInUse,
+                "cannot listen on \(address): another process listens on TCP port \(endpoint.port) (\(holder)); stop it or choose another port")
+        }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -169,6 +179,27 @@ public final class PunchHost: Sendable {
         eventContinuation.yield(.listening(addresses))
         logger.debug("listening", metadata: ["addresses": "\(addresses)"])
         return addresses
+    }
+
+    /// Whether a TCP socket with `SO_REUSEADDR` but without `SO_REUSEPORT` fails to bind to
+    /// `address`: then another socket listens there (connections in TIME_WAIT do not stop
+    /// such a bind). Returns the error text, or `nil` when the port is free.
+    static func portInUse(_ address: SocketAddress) -> String? {
+        #if canImport(Glibc)
+        let family = address.protocol.rawValue
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { _ = Glibc.close(fd) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let result = address.withSockAddr { pointer, size in bind(fd, pointer, socklen_t(size)) }
+        guard result != 0 else { return nil }
+        let code = errno
+        guard code == EADDRINUSE else { return nil }
+        return String(cString: strerror(code))
+        #else
+        return nil
+        #endif
     }
 
     static var reusePort: ChannelOptions.Types.SocketOption {

@@ -88,6 +88,9 @@ extension TransportError.Code {
     public static let hostConnectionLimit = Self("host.connectionLimit")
     /// The upgrade to a secure, multiplexed connection failed or timed out.
     public static let hostUpgradeFailed = Self("host.upgradeFailed")
+    /// Another process listens on the TCP port already (`SO_REUSEPORT` would otherwise let both
+    /// bind it, and the kernel would split incoming connections between them).
+    public static let hostListenPortInUse = Self("host.listenPortInUse")
     /// The host was closed.
     public static let hostClosed = Self("host.closed")
     /// The connection closed.
