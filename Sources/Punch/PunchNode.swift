@@ -62,7 +62,7 @@ public actor PunchNode: Service {
     private struct PeerState {
         var policy: ConnectPolicy
         var waiters: [CheckedContinuation<Connection, any Error>] = []
-        var directWaiters: [Int: CheckedContinuation<Connection, any Error>] = [:]
+        var directWaiters: [Int: CheckedContinuation<HolePunchOutcome, any Error>] = [:]
         var dials: [Multiaddr: Task<Void, Never>] = [:]
         var connections: [ObjectIdentifier: (connection: Connection, order: Int)] = [:]
         var retiring: Set<ObjectIdentifier> = []
@@ -309,14 +309,17 @@ public actor PunchNode: Service {
         try await connect(to: peer).openChannel(protocol: protocolID, initializer: initializer)
     }
 
-    /// The direct connection to `peer`, once there is one: at once if it exists, else when an
-    /// upgrade (ours, the peer's, or a dial) makes one.
+    /// The direct connection to `peer`, once there is one: at once if it exists (as an outcome
+    /// with `attempt` 0), else when an upgrade (ours, the peer's, or a dial) makes one, with the
+    /// DCUtR outcome that made it.
     ///
     /// - Throws: ``NodeError`` `.upgradeTimeout` when `timeout` passes first; the last round's
     ///   error (usually a ``HolePunchError``) when the upgrade loop stopped without a direct
     ///   connection (``HolePunchRetry/verdict(after:)``); `.notRunning`.
-    public func waitForDirectConnection(to peer: PeerID, timeout: Duration) async throws -> Connection {
-        if let direct = keptConnection(to: peer), direct.path == .direct { return direct }
+    public func waitForDirectConnection(to peer: PeerID, timeout: Duration) async throws -> HolePunchOutcome {
+        if let direct = keptConnection(to: peer), direct.path == .direct {
+            return HolePunchOutcome(connection: direct, attempt: 0, roundTrip: nil, elapsed: .zero, dialed: [])
+        }
         guard runState == .running else { throw NodeError(.notRunning, "the node is not running") }
         if let state = peerStates[peer], state.policy.upgradeHasStopped, exchanges(with: peer) == 0 {
             throw state.stopError ?? NodeError(.upgradeTimeout, "the upgrade with \(peer) stopped without a direct connection")
@@ -739,7 +742,7 @@ public actor PunchNode: Service {
             store.add([address], for: peer, source: .dcutr, now: .now())
         }
         publish(.upgraded(peer: peer, outcome: outcome, relayedToDirect: relayedToDirect))
-        for waiter in waiters.values { waiter.resume(returning: direct) }
+        for waiter in waiters.values { waiter.resume(returning: outcome) }
     }
 
     // MARK: Reachability

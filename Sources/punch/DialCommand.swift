@@ -16,16 +16,24 @@ struct DialCommand: AsyncParsableCommand {
             receive_window is the echo stream's yamux receive window at the end, in bytes: it \
             starts at 256 KiB and grows (to 16 MiB) while the window limits the transfer.
 
+            A PeerID alone with --relay connects through that relay (the peer holds a reservation \
+            there), then waits for the hole punch like a circuit address does.
+
             Examples:
               punch dial /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...
+              punch dial 12D3KooWPeer... --relay /ip4/203.0.113.10/tcp/4001/p2p/12D3KooWRelay... --json
               punch dial /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... --bytes 104857600 --json
             """
     )
 
     @Argument(help: ArgumentHelp(
-        "The peer's address, ending in /p2p/<PeerID> to check its identity; or a circuit address …/p2p/RELAY/p2p-circuit/p2p/PEER.",
-        valueName: "multiaddr"))
+        "The peer's address, ending in /p2p/<PeerID> to check its identity; a circuit address …/p2p/RELAY/p2p-circuit/p2p/PEER; or a PeerID alone with --relay.",
+        valueName: "multiaddr|peer-id"))
     var address: String
+
+    @Option(name: .long, help: ArgumentHelp(
+        "A relay to reach the peer through (…/p2p/RELAY): the peer holds a reservation there. Repeat for more.", valueName: "multiaddr"))
+    var relay: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("How many random bytes to echo (0 skips the echo).", valueName: "n"))
     var bytes: Int = 1 << 20
@@ -39,7 +47,7 @@ struct DialCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "Distinct peers that must report our public address (identify's observed address) before a hole punch offers it.",
         valueName: "n"))
-    var confirmations: Int = ConfirmedAddresses.defaultConfirmations
+    var confirmations: Int = NodeCommandSupport.defaultConfirmations
 
     @Option(name: .long, help: ArgumentHelp(
         "The largest yamux receive window a stream grows to, in bytes (auto-tuning; 262144, the starting window, turns growth off).",
@@ -58,64 +66,80 @@ struct DialCommand: AsyncParsableCommand {
     func validate() throws {
         guard bytes >= 0 else { throw ValidationError("--bytes must be 0 or more") }
         guard pings >= 1 else { throw ValidationError("--pings must be at least 1") }
+        guard confirmations >= 1 else { throw ValidationError("--confirmations must be at least 1") }
         guard (0...Int(UInt32.max)).contains(maxStreamWindow) else { throw ValidationError("--max-stream-window must be between 0 and 4294967295") }
+        if (try? Multiaddr(address)) == nil {
+            guard (try? PeerID(address)) != nil else {
+                throw ValidationError("\(address) is neither a multiaddr nor a PeerID")
+            }
+            guard !relay.isEmpty else {
+                throw ValidationError("dialing a PeerID alone needs --relay …/p2p/RELAY, a relay the peer holds a reservation on")
+            }
+        }
+    }
+
+    /// What the argument names: a peer (with addresses to add to the node's store), or an address
+    /// without a PeerID, dialed as it is.
+    private enum Target {
+        case peer(PeerID, addresses: [Multiaddr])
+        case anonymous(Multiaddr)
+    }
+
+    private func target() throws -> Target {
+        let relays = try relay.map { try Multiaddr($0) }
+        for relay in relays where relay.peerID == nil || relay.isCircuit {
+            throw RelayError(.badAddress, "--relay wants /…/tcp/P/p2p/RELAY, not \(relay)")
+        }
+        let circuits = relays.map { $0.encapsulate(try! Multiaddr("/p2p-circuit")) }
+        guard let address = try? Multiaddr(address) else {
+            return .peer(try PeerID(self.address), addresses: circuits)
+        }
+        if address.isCircuit {
+            // …/p2p/RELAY/p2p-circuit/p2p/TARGET: through that relay.
+            guard address.relayAddress?.peerID != nil, let targetHash = address.peerID,
+                case .p2p = address.components.last
+            else {
+                throw RelayError(.badAddress, "a circuit address reads /…/p2p/RELAY/p2p-circuit/p2p/TARGET, not \(address)")
+            }
+            return .peer(try PeerID(multihash: targetHash), addresses: [address.withoutPeerID()] + circuits)
+        }
+        guard let hash = address.peerID else { return .anonymous(address) }
+        return .peer(try PeerID(multihash: hash), addresses: [address.withoutPeerID()] + circuits)
     }
 
     func run() async throws {
         var step = "connect"
-        var host: PunchHost?
+        var node: PunchNode?
         do {
-            let target = try Multiaddr(address)
+            let target = try target()
             let key = try identity.map { try IdentityKeyFile.loadOrCreate(at: $0).key } ?? PrivateKey.generate()
-            var configuration = HostConfiguration(identity: key)
-            configuration.identifyOnConnect = false
-            configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
-            let node = PunchHost(configuration: configuration, logger: Logger(label: "punch.host"))
-            let confirmed = try ConfirmedAddresses(host: node, confirmations: confirmations)
-            host = node
-            for text in listen { try await node.listen(Multiaddr(text)) }
-            // Through a relay, the listener starts a hole punch (DCUtR) at once: serve it, from a
-            // listening port (an ephemeral one when none was given) so the punch has a port to use.
-            let (upgrades, upgradeContinuation) = AsyncStream.makeStream(of: Result<HolePunchOutcome, any Error>.self, bufferingPolicy: .bufferingNewest(4))
-            if target.isCircuit {
-                if listen.isEmpty { try await node.listen(Multiaddr("/ip4/0.0.0.0/tcp/0")) }
-                HolePuncher.serve(on: node, localAddresses: { _ in await confirmed.current() }) { _, result in
-                    upgradeContinuation.yield(result)
-                }
-                // A listener that sees public addresses of ours in identify dials them directly
-                // (DCUtR.md's unilateral upgrade): that inbound connection is the upgrade too.
-                if let targetHash = target.peerID, let targetPeer = try? PeerID(multihash: targetHash) {
-                    let since = ContinuousClock.now
-                    Task {
-                        for await event in node.events {
-                            if case .connected(let connection) = event, connection.path == .direct, connection.direction == .inbound,
-                                connection.remotePeerID == targetPeer
-                            {
-                                upgradeContinuation.yield(.success(HolePunchOutcome(
-                                    connection: connection, attempt: 0, roundTrip: nil, elapsed: ContinuousClock.now - since, dialed: [])))
-                                return
-                            }
-                        }
-                    }
-                }
-            }
+            var configuration = NodeConfiguration(identity: key)
+            configuration.host.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
+            configuration.observedAddresses.confirmations = confirmations
+            configuration.listenAddresses = try listen.map { try Multiaddr($0) }
+            configuration.logger = Logger(label: "punch.node")
+            // Through a relay the listener starts a hole punch (DCUtR) at once, which needs a
+            // listening port to leave from: an ephemeral one when none was given.
+            var throughRelay = false
+            if case .peer(_, let addresses) = target, addresses.contains(where: \.isCircuit) { throughRelay = true }
+            configuration.fallbackListenAddress = throughRelay ? try Multiaddr("/ip4/0.0.0.0/tcp/0") : nil
+            let punchNode = try PunchNode(configuration: configuration)
+            node = punchNode
+            let events = punchNode.events
+            try await punchNode.start()
 
             let clock = ContinuousClock()
             let started = clock.now
             let connection: Connection
-            if target.isCircuit {
-                // …/p2p/RELAY/p2p-circuit/p2p/TARGET: to the relay, then through it.
-                guard let relayAddress = target.relayAddress, let targetHash = target.peerID, target.components.last.map({ if case .p2p = $0 { true } else { false } }) == true
-                else {
-                    throw RelayError(.badAddress, "a circuit address reads /…/p2p/RELAY/p2p-circuit/p2p/TARGET, not \(target)")
-                }
-                let targetPeer = try PeerID(multihash: targetHash)
-                let relayConnection = try await node.dial(relayAddress)
-                // The relay's identify tells us our public address, which DCUtR offers.
-                _ = try? await relayConnection.identify()
-                connection = try await RelayClient.connect(to: targetPeer, via: relayConnection, host: node)
-            } else {
-                connection = try await node.dial(target)
+            let peer: PeerID
+            switch target {
+            case .peer(let id, let addresses):
+                peer = id
+                await punchNode.addAddresses(addresses, for: id)
+                connection = try await punchNode.connect(to: id)
+            case .anonymous(let address):
+                connection = try await punchNode.host.dial(address)
+                peer = connection.remotePeerID
             }
             let connectTime = clock.now - started
             let connectedAt = clock.now
@@ -144,16 +168,26 @@ struct DialCommand: AsyncParsableCommand {
             var relayedToDirect: Double?
             if connection.path == .relayed, upgradeTimeout > 0 {
                 step = "upgrade"
-                // The listener starts the punch and retries a failed round (5 s later, then 15 s):
-                // wait for a success until the deadline, unless a failure says no round can work.
-                let outcome = await Self.firstSuccess(of: upgrades, within: upgradeTimeout) { error in
-                    let coded = error as? CodedError
-                    report(
-                        ["event": "upgrade_round_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
-                        "a hole punch round failed: \(coded?.message ?? "\(error)"); waiting for the next")
+                // The listener starts the punch and retries a failed round (5 s later, then 15 s);
+                // the node waits for a direct connection until the deadline, unless a round's
+                // failure says no round can work now (HolePunchRetry).
+                let roundFailures = Task {
+                    for await event in events {
+                        guard case .upgradeRoundFailed(let from, let error, _) = event, from == peer,
+                            HolePunchRetry.verdict(after: error) == .retry
+                        else { continue }
+                        let coded = error as? CodedError
+                        report(
+                            ["event": "upgrade_round_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                            "a hole punch round failed: \(coded?.message ?? "\(error)"); waiting for the next")
+                    }
                 }
-                switch outcome {
-                case .success(let punched)?:
+                defer {
+                    roundFailures.cancel()
+                    events.cancel()
+                }
+                do {
+                    let punched = try await punchNode.waitForDirectConnection(to: peer, timeout: .seconds(upgradeTimeout))
                     active = punched.connection
                     let elapsed = (clock.now - connectedAt).milliseconds
                     relayedToDirect = elapsed
@@ -165,16 +199,19 @@ struct DialCommand: AsyncParsableCommand {
                             + "\(String(format: "%.0f", elapsed)) ms after the relayed one")
                     // New streams go direct; the relayed connection has done its job.
                     await connection.close()
-                case .failure(let error)?:
+                } catch let error as NodeError where error.code == .upgradeTimeout {
+                    // The code is the one this line always had (scripts match on it).
+                    report(
+                        ["event": "upgrade_failed", "code": "dcutr.timeout", "message": "no upgrade within \(upgradeTimeout) s"],
+                        "no direct connection within \(upgradeTimeout) s; staying relayed")
+                } catch {
                     let coded = error as? CodedError
                     report(
                         ["event": "upgrade_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
                         "no direct connection: \(coded?.message ?? "\(error)"); staying relayed")
-                case nil:
-                    report(
-                        ["event": "upgrade_failed", "code": "dcutr.timeout", "message": "no upgrade within \(upgradeTimeout) s"],
-                        "no direct connection within \(upgradeTimeout) s; staying relayed")
                 }
+            } else {
+                events.cancel()
             }
 
             step = "echo"
@@ -198,46 +235,11 @@ struct DialCommand: AsyncParsableCommand {
                  "throughput_mib_s": ((echo?.bytesPerSecond ?? 0) / 1_048_576 * 100).rounded() / 100,
                  "receive_window": echo?.receiveWindow ?? 0],
                 "ok: round trip \(format(minimum)), observed address \(observed.isEmpty ? "?" : observed)")
-            await active.close()
-            await connection.close()
-            await node.close()
+            await punchNode.shutdown()
         } catch {
-            await host?.close()
+            await node?.shutdown()
             if json { JSONLine.print(["event": "result", "ok": false, "step": step]) }
             throw CommandFailure.report(error, json: json)
-        }
-    }
-
-    /// Failures of a DCUtR exchange after which waiting for the peer's next round is pointless:
-    /// one side had no usable address (the initiator then closes the stream before its first
-    /// CONNECT, or after ours: `streamClosed`), the peer spoke DCUtR wrongly, or it ran where it
-    /// cannot run. A failure after the punch dials (`failed`) or a slow message (`timeout`) is
-    /// worth waiting through.
-    static let finalUpgradeFailures: Set<HolePunchError.Code> = [.noAddresses, .streamClosed, .malformedMessage, .notRelayed]
-
-    /// The first success in `stream` within `seconds`; a failure in ``finalUpgradeFailures`` ends
-    /// the wait at once (and is returned), any other is passed to `onFailure` and the wait goes
-    /// on. `nil` when the time runs out.
-    private static func firstSuccess(
-        of stream: AsyncStream<Result<HolePunchOutcome, any Error>>, within seconds: Double,
-        onFailure: @escaping @Sendable (any Error) -> Void
-    ) async -> Result<HolePunchOutcome, any Error>? {
-        await withTaskGroup(of: Result<HolePunchOutcome, any Error>?.self) { group in
-            group.addTask {
-                for await result in stream {
-                    guard case .failure(let error) = result else { return result }
-                    if let error = error as? HolePunchError, finalUpgradeFailures.contains(error.code) { return result }
-                    onFailure(error)
-                }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(seconds))
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
         }
     }
 

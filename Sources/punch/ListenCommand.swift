@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import Punch
 
 extension TransportError: CodedError {
@@ -43,67 +44,55 @@ struct ListenCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "Distinct peers that must report our public address (identify's observed address) before a hole punch offers it.",
         valueName: "n"))
-    var confirmations: Int = ConfirmedAddresses.defaultConfirmations
+    var confirmations: Int = NodeCommandSupport.defaultConfirmations
 
     @Option(name: .long, help: ArgumentHelp(
         "The largest yamux receive window a stream grows to, in bytes (auto-tuning; 262144, the starting window, turns growth off).",
         valueName: "bytes"))
     var maxStreamWindow: Int = Int(YamuxConfiguration().maximumStreamReceiveWindow)
 
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics.", valueName: "host:port"))
+    var metrics: String?
+
+    @Flag(name: .long, help: "Map the listening port on the gateway (PCP, NAT-PMP, then UPnP-IGD) and offer the mapped address to hole punches.")
+    var portMapping = false
+
     @Flag(name: .long, help: "Print one JSON object per line.")
     var json = false
 
     func validate() throws {
         guard (0...Int(UInt32.max)).contains(maxStreamWindow) else { throw ValidationError("--max-stream-window must be between 0 and 4294967295") }
+        guard confirmations >= 1 else { throw ValidationError("--confirmations must be at least 1") }
+        if let metrics { _ = try NodeCommandSupport.endpoint(metrics, option: "--metrics") }
     }
 
     func run() async throws {
-        let host: PunchHost
         do {
             let key = try IdentityKeyFile.loadOrCreate(at: identity).key
-            var configuration = HostConfiguration(identity: key)
-            configuration.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
-            host = PunchHost(configuration: configuration, logger: Logger(label: "punch.host"))
-            let confirmed = try ConfirmedAddresses(host: host, confirmations: confirmations)
+            var configuration = NodeConfiguration(identity: key)
+            configuration.host.yamux.maximumStreamReceiveWindow = UInt32(maxStreamWindow)
+            configuration.listenAddresses = try listen.map { try Multiaddr($0) }
+            configuration.relays = try relay.map { try Multiaddr($0) }
+            configuration.observedAddresses.confirmations = confirmations
+            configuration.portMapping = portMapping ? .enabled : .disabled
+            configuration.logger = Logger(label: "punch.node")
+            var exporter: (channel: Channel, address: IPEndpoint)?
+            if let metrics { exporter = try await NodeCommandSupport.serveMetrics(at: metrics, into: &configuration) }
+            let node = try PunchNode(configuration: configuration)
             let output = EventPrinter(json: json)
-            Echo.register(on: host) { stream, count in
+            Echo.register(on: node.host) { stream, count in
                 output.echo(stream, bytes: count)
             }
-            let relays = try relay.map { try Multiaddr($0) }
-            if !relays.isEmpty { RelayClient.acceptCircuits(on: host) }
-            // DCUtR both ways: answer peers that start it, and start it on every circuit that
-            // reaches us (the spec's "B" is the side that accepted the relayed connection).
-            HolePuncher.serve(on: host, localAddresses: { _ in await confirmed.current() }) { relayed, result in
-                output.upgrade(relayed, result)
-            }
-            var addresses: [Multiaddr] = []
-            for text in listen {
-                addresses += try await host.listen(Multiaddr(text))
-            }
-            output.listening(host.peerID, addresses)
-            let events = Task {
-                for await event in host.events {
-                    output.print(event)
-                    if case .connected(let connection) = event, connection.path == .relayed, connection.direction == .inbound {
-                        Task {
-                            // Retried with backoff while the peer is only relayed (and at once
-                            // when our public addresses change).
-                            let since = ContinuousClock.now
-                            await HolePuncher.keepUpgrading(connection, host: host, localAddresses: { await confirmed.current() }) {
-                                result, retryIn in
-                                output.upgrade(connection, result, since: since, retryIn: retryIn)
-                            }
-                        }
-                    }
-                }
-            }
-            let keepers = relays.map { address in
-                Task { await ReservationKeeper(host: host, relay: address, output: output).run() }
+            let events = node.events
+            let addresses = try await node.start()
+            output.listening(node.peerID, addresses, extra: exporter.map { ["metrics": "http://\($0.address)/metrics"] } ?? [:])
+            let printer = Task {
+                for await event in events { output.print(event) }
             }
             await SignalWaiter.waitForTermination()
-            for keeper in keepers { keeper.cancel() }
-            await host.close()
-            _ = await events.value
+            await node.shutdown()
+            _ = await printer.value
+            try? await exporter?.channel.close()
         } catch {
             throw CommandFailure.report(error, json: json)
         }
@@ -135,7 +124,7 @@ struct EventPrinter: Sendable {
         }
     }
 
-    func print(_ event: HostEvent) {
+    func print(_ event: NodeEvent) {
         switch event {
         case .listening:
             return  // printed once, with all addresses, by `listening(_:_:)`
@@ -150,7 +139,7 @@ struct EventPrinter: Sendable {
                  "observed_addr": info.observedAddress.map { "\($0)" } ?? "", "protocols": info.protocols],
                 "identified \(connection.remotePeerID): \(info.agentVersion ?? "unknown agent"), sees us as \(info.observedAddress.map { "\($0)" } ?? "?")")
         case .disconnected(let connection, let error):
-            var object: [String: Any] = ["event": "disconnected", "peer_id": "\(connection.remotePeerID)"]
+            var object: [String: Any] = ["event": "disconnected", "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue]
             if let error { object["code"] = error.code.name; object["message"] = error.message }
             emit(object, "disconnected \(connection.remotePeerID)" + (error.map { ": \($0.message)" } ?? ""))
         case .connectionFailed(let direction, let remote, let error):
@@ -158,6 +147,65 @@ struct EventPrinter: Sendable {
                 ["event": "connection_failed", "direction": direction.rawValue, "remote_addr": remote.map { "\($0)" } ?? "",
                  "code": error.code.name, "message": error.message],
                 "\(direction.rawValue) connection from \(remote.map { "\($0)" } ?? "?") failed: \(error.message)")
+        case .duplicateConnection(let connection, let kept):
+            emit(
+                ["event": "duplicate_connection", "peer_id": "\(connection.remotePeerID)", "path": connection.path.rawValue,
+                 "kept_path": kept.path.rawValue, "remote_addr": connection.remoteAddress.map { "\($0)" } ?? ""],
+                "a second connection to \(connection.remotePeerID) closes once idle; keeping the \(kept.path.rawValue) one")
+        case .reserved(let reservation):
+            let remaining = reservation.expiration.timeIntervalSinceNow
+            emit(
+                ["event": "reserved", "relay": "\(reservation.relay)", "circuit_addrs": reservation.circuitAddresses.map { "\($0)" },
+                 "expires_in_s": Int(remaining), "limit_duration_s": reservation.limitDuration.map { Int($0) } ?? 0,
+                 "limit_bytes": reservation.limitBytes ?? 0],
+                "reserved on \(reservation.relay) for \(Int(remaining)) s; reachable at "
+                    + reservation.circuitAddresses.map { "\($0)" }.joined(separator: " "))
+        case .reservationFailed(let relay, let error, let retryIn):
+            let coded = error as? CodedError
+            emit(
+                ["event": "reservation_failed", "relay": "\(relay)", "code": coded?.codeName ?? "error",
+                 "message": coded?.message ?? "\(error)", "retry_in_s": retryIn.seconds],
+                "reservation on \(relay) failed: \(coded?.message ?? "\(error)"); retrying in \(String(format: "%.1f", retryIn.seconds)) s")
+        case .relayLost(let relay):
+            emit(["event": "relay_lost", "relay": "\(relay)"], "lost the relay \(relay); reserving again")
+        case .upgraded(let peer, let outcome, let relayedToDirect):
+            var object: [String: Any] = [
+                "event": "upgraded", "peer_id": "\(peer)", "path": outcome.connection.path.rawValue,
+                "attempt": outcome.attempt, "remote_addr": outcome.connection.remoteAddress.map { "\($0)" } ?? "",
+                "local_addr": outcome.connection.localAddress.map { "\($0)" } ?? "",
+                "punch_ms": outcome.elapsed.milliseconds,
+            ]
+            if let rtt = outcome.roundTrip { object["relay_rtt_ms"] = rtt.milliseconds }
+            if let relayedToDirect { object["relayed_to_direct_ms"] = relayedToDirect.milliseconds }
+            emit(object, "upgraded \(peer) to a direct connection (\(outcome.connection.remoteAddress.map { "\($0)" } ?? "?")) on attempt \(outcome.attempt)")
+        case .upgradeRoundFailed(let peer, let error, let retryIn):
+            let coded = error as? CodedError
+            var object: [String: Any] = [
+                "event": "upgrade_failed", "peer_id": "\(peer)", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)",
+            ]
+            if let retryIn { object["retry_in_s"] = Double(retryIn.components.seconds) }
+            emit(
+                object,
+                "could not upgrade \(peer) to a direct connection: \(coded?.message ?? "\(error)"); staying relayed"
+                    + (retryIn.map { ", trying again in \($0.components.seconds) s" } ?? ""))
+        case .upgradeStopped(let peer, let reason, let error):
+            let coded = error.flatMap { $0 as? CodedError }
+            emit(
+                ["event": "upgrade_stopped", "peer_id": "\(peer)", "reason": "\(reason)", "code": coded?.codeName ?? "",
+                 "message": coded?.message ?? error.map { "\($0)" } ?? ""],
+                "no further hole punch with \(peer) for now (\(reason)); staying relayed")
+        case .publicAddressesChanged(let addresses):
+            emit(["event": "public_addrs", "addrs": addresses.map { "\($0)" }],
+                 "public addresses: " + (addresses.isEmpty ? "none confirmed" : addresses.map { "\($0)" }.joined(separator: " ")))
+        case .portMapped(let mapping):
+            emit(["event": "port_mapped", "protocol": mapping.mappingProtocol.rawValue, "external_addr": "\(Multiaddr.tcp(mapping.external))",
+                  "lifetime_s": Int(mapping.lifetime)], "port mapped: \(mapping)")
+        case .portMappingFailed(let error):
+            let coded = error as? CodedError
+            emit(["event": "port_mapping_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                 "port mapping failed: \(coded?.message ?? "\(error)")")
+        case .eventsDropped(let count):
+            emit(["event": "events_dropped", "count": count], "\(count) events were dropped (the printer fell behind)")
         }
     }
 

@@ -157,7 +157,7 @@ struct RelayCommand: AsyncParsableCommand {
                 host.peerID, addresses, extra: extra,
                 lines: stunAddresses.map { "STUN on udp \($0)" } + (metricsURL.map { ["metrics at \($0)"] } ?? []))
             let events = Task {
-                for await event in host.events { output.print(event) }
+                for await event in host.events { output.print(NodeEvent(event)) }
             }
             await SignalWaiter.waitForTermination()
             try? await metricsChannel?.close()
