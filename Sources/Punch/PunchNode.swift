@@ -438,11 +438,12 @@ public actor PunchNode: Service {
         identified.remove(key)
         sampleBytes(connection, final: true)
         guard var state = peerStates[peer], state.connections.removeValue(forKey: key) != nil else { return }
-        state.retiring.remove(key)
+        // A retiring connection left the policy's count when it started retiring.
+        let wasRetiring = state.retiring.remove(key) != nil
         if !state.connections.values.contains(where: { $0.connection.path == .relayed }) { state.relayedSince = nil }
         peerStates[peer] = state
         updateConnectionGauges()
-        update(peer) { $0.connectionClosed(path: connection.path) }
+        if !wasRetiring { update(peer) { $0.connectionClosed(path: connection.path) } }
         enforceOneConnection(to: peer)
         forgetIfIdle(peer)
     }
@@ -486,6 +487,8 @@ public actor PunchNode: Service {
         for index in decision.close {
             let duplicate = live[index].connection
             state.retiring.insert(ObjectIdentifier(duplicate))
+            // For the policy it is gone now: it carries no new streams.
+            _ = state.policy.connectionClosed(path: duplicate.path)
             publish(.duplicateConnection(duplicate, kept: kept))
             logger.debug("closing a duplicate connection once idle", metadata: ["peer": "\(peer)", "connection": "\(duplicate)"])
             let interval = configuration.duplicateCheckInterval
@@ -614,7 +617,13 @@ public actor PunchNode: Service {
         if let existing = host.connections(to: relayPeer).first(where: { $0.path == .direct && $0.isActive }) {
             relayConnection = existing
         } else {
-            relayConnection = try await host.dial(relayAddress)
+            do {
+                relayConnection = try await host.dial(relayAddress)
+                metrics.dial(.direct, success: true)
+            } catch {
+                metrics.dial(.direct, success: false)
+                throw error
+            }
             register(relayConnection)
         }
         if let info = try? await relayConnection.identify() { identifiedConnection(relayConnection, info) }
