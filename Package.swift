@@ -142,6 +142,7 @@ let package = Package(
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
         .target(
             name: "PunchLab",
+            dependencies: ["PunchWire"],
             resources: [.copy("Scripts")]
         ),
         .executableTarget(

@@ -1,15 +1,15 @@
+import PunchWire
 import PunchTransport
 
 /// An error of ``PunchNode``, with a stable code (`node.…`) and a message that says what
 /// happened and what to do. Compare errors by ``code``.
-public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct NodeError: PunchError {
     /// A stable identifier for the kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: PunchErrorCode {
         /// The code's stable name, for logs and JSON.
         public let name: String
         /// Creates a code.
         public init(_ name: String) { self.name = name }
-        public var description: String { name }
 
         /// Neither an address nor a relay is known for the peer.
         public static let noAddresses = Self("node.noAddresses")
@@ -40,8 +40,6 @@ public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
         self.message = message
         self.underlying = underlying
     }
-
-    public var description: String { "\(code): \(message)" }
 
     public static func == (lhs: NodeError, rhs: NodeError) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }

@@ -1,3 +1,5 @@
+import PunchWire
+
 /// An error from PunchDiscovery: STUN transactions, the STUN server, NAT classification, AutoNAT v2.
 ///
 /// Compare errors by ``code``; the ``message`` is for people. New codes may appear in any release,
@@ -7,14 +9,13 @@
 /// do { _ = try await client.binding(to: server) }
 /// catch let error as DiscoveryError where error.code == .stunTimeout { print("no answer from \(server)") }
 /// ```
-public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct DiscoveryError: PunchError {
     /// A stable identifier for the kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: PunchErrorCode {
         /// The code's stable name, for logs and JSON.
         public let name: String
         /// Creates a code. Codes are defined as static members below.
         public init(_ name: String) { self.name = name }
-        public var description: String { name }
 
         /// No response arrived before the RFC 8489 §6.2.1 retransmissions ran out.
         public static let stunTimeout = Code("stun.timeout")
@@ -79,8 +80,6 @@ public struct DiscoveryError: Error, Hashable, Sendable, CustomStringConvertible
         self.code = code
         self.message = message
     }
-
-    public var description: String { "\(code): \(message)" }
 
     public static func == (lhs: DiscoveryError, rhs: DiscoveryError) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }

@@ -1,9 +1,12 @@
+import PunchWire
+
 /// An error of a direct connection upgrade (DCUtR), with a stable code.
-public struct HolePunchError: Error, Hashable, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let rawValue: String
-        public init(_ rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
+public struct HolePunchError: PunchError {
+    public struct Code: PunchErrorCode {
+        /// The code's stable name, for logs and JSON.
+        public let name: String
+        /// Creates a code. Codes are defined as static members below.
+        public init(_ name: String) { self.name = name }
 
         /// Every attempt's dials failed: the NATs did not let the punch through.
         public static let failed = Self("dcutr.failed")
@@ -29,7 +32,6 @@ public struct HolePunchError: Error, Hashable, Sendable, CustomStringConvertible
         self.message = message
     }
 
-    public var description: String { "\(code): \(message)" }
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }

@@ -1,3 +1,5 @@
+import PunchWire
+
 /// An error from the NAT lab: a missing privilege or tool, a command that failed, a process that
 /// did not answer in time.
 ///
@@ -8,39 +10,37 @@
 /// do { _ = try NATLab.build() }
 /// catch let error as LabError where error.code == .notRoot { print(error.message) }
 /// ```
-public struct LabError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct LabError: PunchError {
     /// A stable identifier for the kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: PunchErrorCode {
         /// The code's stable name, for logs and JSON.
         public let name: String
-        private init(_ name: String) { self.name = name }
-        /// The code's name.
-        public var description: String { name }
+        public init(_ name: String) { self.name = name }
 
         /// The process is not root; network namespaces and nftables need it.
-        public static let notRoot = Code("notRoot")
+        public static let notRoot = Code("lab.notRoot")
         /// The lab runs on Linux only.
-        public static let unsupportedPlatform = Code("unsupportedPlatform")
+        public static let unsupportedPlatform = Code("lab.unsupportedPlatform")
         /// A program the lab needs (ip, nft, conntrack, turnserver, ...) is not installed.
-        public static let toolMissing = Code("toolMissing")
+        public static let toolMissing = Code("lab.toolMissing")
         /// A command the lab ran exited with a failure status; the message has its stderr.
-        public static let commandFailed = Code("commandFailed")
+        public static let commandFailed = Code("lab.commandFailed")
         /// A command or process did not finish, or did not print what was expected, in time.
-        public static let timedOut = Code("timedOut")
+        public static let timedOut = Code("lab.timedOut")
         /// A process exited before printing what was expected.
-        public static let processExited = Code("processExited")
+        public static let processExited = Code("lab.processExited")
         /// An argument is out of range (a loss above 100 %, a malformed prefix, ...).
-        public static let invalidArgument = Code("invalidArgument")
+        public static let invalidArgument = Code("lab.invalidArgument")
         /// No lab with the given prefix is up.
-        public static let labNotFound = Code("labNotFound")
+        public static let labNotFound = Code("lab.labNotFound")
         /// A lab with the given prefix is already up and owned by a live process.
-        public static let labExists = Code("labExists")
+        public static let labExists = Code("lab.labExists")
         /// The lab's state file under `/run/punch-lab` cannot be read or written.
-        public static let stateUnreadable = Code("stateUnreadable")
+        public static let stateUnreadable = Code("lab.stateUnreadable")
         /// A service (coturn, miniupnpd, the delay program) did not start.
-        public static let serviceFailed = Code("serviceFailed")
+        public static let serviceFailed = Code("lab.serviceFailed")
         /// SIGINT or SIGTERM arrived while the lab was being built or changed.
-        public static let interrupted = Code("interrupted")
+        public static let interrupted = Code("lab.interrupted")
     }
 
     /// What kind of failure this is; stable across releases.
@@ -53,9 +53,6 @@ public struct LabError: Error, Hashable, Sendable, CustomStringConvertible {
         self.code = code
         self.message = message
     }
-
-    /// The code and the message, for logs.
-    public var description: String { "\(code): \(message)" }
 
     /// Errors are equal when their codes are; the message is not compared.
     public static func == (lhs: LabError, rhs: LabError) -> Bool { lhs.code == rhs.code }

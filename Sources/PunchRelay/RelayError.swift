@@ -1,12 +1,13 @@
 import PunchWire
 
 /// An error of the relay protocol (Circuit Relay v2), with a stable code.
-public struct RelayError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct RelayError: PunchError {
     /// A stable identifier of the kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let rawValue: String
-        public init(_ rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
+    public struct Code: PunchErrorCode {
+        /// The code's stable name, for logs and JSON.
+        public let name: String
+        /// Creates a code. Codes are defined as static members below.
+        public init(_ name: String) { self.name = name }
 
         /// The relay answered with a status other than OK (see ``RelayError/status``).
         public static let refused = Self("relay.refused")
@@ -30,8 +31,6 @@ public struct RelayError: Error, Hashable, Sendable, CustomStringConvertible {
         self.message = message
         self.status = status
     }
-
-    public var description: String { "\(code): \(message)" }
 
     /// Equal when the codes are equal: tests match errors by code.
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }

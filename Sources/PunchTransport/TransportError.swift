@@ -1,14 +1,15 @@
+import PunchWire
+
 /// An error from PunchTransport: connections, negotiation, Noise, yamux, the Host.
 ///
 /// Compare errors by ``code``; the ``message`` is for people. New codes may appear in any release.
-public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct TransportError: PunchError {
     /// A stable identifier for the kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: PunchErrorCode {
         /// The code's stable name, for logs and JSON.
         public let name: String
         /// Creates a code. Codes are defined as static members next to the code that throws them.
         public init(_ name: String) { self.name = name }
-        public var description: String { name }
     }
 
     /// What kind of failure this is; stable across releases.
@@ -21,8 +22,6 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
         self.code = code
         self.message = message
     }
-
-    public var description: String { "\(code): \(message)" }
 
     public static func == (lhs: TransportError, rhs: TransportError) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }

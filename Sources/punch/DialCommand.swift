@@ -176,9 +176,9 @@ struct DialCommand: AsyncParsableCommand {
                         guard case .upgradeRoundFailed(let from, let error, _) = event, from == peer,
                             HolePunchRetry.verdict(after: error) == .retry
                         else { continue }
-                        let coded = error as? CodedError
+                        let coded = error.coded
                         report(
-                            ["event": "upgrade_round_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                            ["event": "upgrade_round_failed", "code": coded?.code ?? "error", "message": coded?.message ?? "\(error)"],
                             "a hole punch round failed: \(coded?.message ?? "\(error)"); waiting for the next")
                     }
                 }
@@ -205,9 +205,9 @@ struct DialCommand: AsyncParsableCommand {
                         ["event": "upgrade_failed", "code": "dcutr.timeout", "message": "no upgrade within \(upgradeTimeout) s"],
                         "no direct connection within \(upgradeTimeout) s; staying relayed")
                 } catch {
-                    let coded = error as? CodedError
+                    let coded = error.coded
                     report(
-                        ["event": "upgrade_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+                        ["event": "upgrade_failed", "code": coded?.code ?? "error", "message": coded?.message ?? "\(error)"],
                         "no direct connection: \(coded?.message ?? "\(error)"); staying relayed")
                 }
             } else {

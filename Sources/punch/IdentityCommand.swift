@@ -2,14 +2,6 @@ import ArgumentParser
 import Foundation
 import Punch
 
-extension PunchCryptoError: CodedError {
-    var codeName: String { code.name }
-}
-
-extension WireError: CodedError {
-    var codeName: String { code.name }
-}
-
 /// `punch id`: shows this node's PeerID, creating its identity key on first use.
 struct IdentityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

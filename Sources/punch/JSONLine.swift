@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Punch
 
 /// Prints one JSON object per line for scripts (`--json`), with stable, sorted keys.
 enum JSONLine {
@@ -20,6 +21,7 @@ struct CommandFailure: Error {
     static func report(_ error: any Error, json: Bool) -> ExitCode {
         let (code, message): (String, String) =
             switch error {
+            case let error as any PunchError: (error.code.name, error.message)
             case let error as CodedError: (error.codeName, error.message)
             default: ("error", "\(error)")
             }
@@ -29,8 +31,20 @@ struct CommandFailure: Error {
     }
 }
 
-/// Errors from Punch's modules that carry a stable code and a human message.
+/// The CLI's own errors that carry a stable code and a human message (the library's are
+/// ``PunchError``s, and ``Swift/Error/codeAndMessage`` reads both).
 protocol CodedError {
     var codeName: String { get }
     var message: String { get }
+}
+
+extension Error {
+    /// The stable code and the message of a ``PunchError`` or a ``CodedError``; `nil` otherwise.
+    var coded: (code: String, message: String)? {
+        switch self {
+        case let error as any PunchError: (error.code.name, error.message)
+        case let error as CodedError: (error.codeName, error.message)
+        default: nil
+        }
+    }
 }

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import PunchLab
 
-extension LabError: CodedError {
-    var codeName: String { code.name }
-}
-
 extension NATMode: ExpressibleByArgument {}
 extension LabRouter: ExpressibleByArgument {}
 extension LabHost: ExpressibleByArgument {}

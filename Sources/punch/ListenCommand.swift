@@ -4,10 +4,6 @@ import Logging
 import NIOCore
 import Punch
 
-extension TransportError: CodedError {
-    var codeName: String { code.name }
-}
-
 /// `punch listen`: a node that serves ping, identify and echo.
 struct ListenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -161,9 +157,9 @@ struct EventPrinter: Sendable {
                 "reserved on \(reservation.relay) for \(Int(remaining)) s; reachable at "
                     + reservation.circuitAddresses.map { "\($0)" }.joined(separator: " "))
         case .reservationFailed(let relay, let error, let retryIn):
-            let coded = error as? CodedError
+            let coded = error.coded
             emit(
-                ["event": "reservation_failed", "relay": "\(relay)", "code": coded?.codeName ?? "error",
+                ["event": "reservation_failed", "relay": "\(relay)", "code": coded?.code ?? "error",
                  "message": coded?.message ?? "\(error)", "retry_in_s": retryIn.seconds],
                 "reservation on \(relay) failed: \(coded?.message ?? "\(error)"); retrying in \(String(format: "%.1f", retryIn.seconds)) s")
         case .relayLost(let relay):
@@ -179,9 +175,9 @@ struct EventPrinter: Sendable {
             if let relayedToDirect { object["relayed_to_direct_ms"] = relayedToDirect.milliseconds }
             emit(object, "upgraded \(peer) to a direct connection (\(outcome.connection.remoteAddress.map { "\($0)" } ?? "?")) on attempt \(outcome.attempt)")
         case .upgradeRoundFailed(let peer, let error, let retryIn):
-            let coded = error as? CodedError
+            let coded = error.coded
             var object: [String: Any] = [
-                "event": "upgrade_failed", "peer_id": "\(peer)", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)",
+                "event": "upgrade_failed", "peer_id": "\(peer)", "code": coded?.code ?? "error", "message": coded?.message ?? "\(error)",
             ]
             if let retryIn { object["retry_in_s"] = Double(retryIn.components.seconds) }
             emit(
@@ -189,9 +185,9 @@ struct EventPrinter: Sendable {
                 "could not upgrade \(peer) to a direct connection: \(coded?.message ?? "\(error)"); staying relayed"
                     + (retryIn.map { ", trying again in \($0.components.seconds) s" } ?? ""))
         case .upgradeStopped(let peer, let reason, let error):
-            let coded = error.flatMap { $0 as? CodedError }
+            let coded = error?.coded
             emit(
-                ["event": "upgrade_stopped", "peer_id": "\(peer)", "reason": "\(reason)", "code": coded?.codeName ?? "",
+                ["event": "upgrade_stopped", "peer_id": "\(peer)", "reason": "\(reason)", "code": coded?.code ?? "",
                  "message": coded?.message ?? error.map { "\($0)" } ?? ""],
                 "no further hole punch with \(peer) for now (\(reason)); staying relayed")
         case .publicAddressesChanged(let addresses):
@@ -201,8 +197,8 @@ struct EventPrinter: Sendable {
             emit(["event": "port_mapped", "protocol": mapping.mappingProtocol.rawValue, "external_addr": "\(Multiaddr.tcp(mapping.external))",
                   "lifetime_s": Int(mapping.lifetime)], "port mapped: \(mapping)")
         case .portMappingFailed(let error):
-            let coded = error as? CodedError
-            emit(["event": "port_mapping_failed", "code": coded?.codeName ?? "error", "message": coded?.message ?? "\(error)"],
+            let coded = error.coded
+            emit(["event": "port_mapping_failed", "code": coded?.code ?? "error", "message": coded?.message ?? "\(error)"],
                  "port mapping failed: \(coded?.message ?? "\(error)")")
         case .eventsDropped(let count):
             emit(["event": "events_dropped", "count": count], "\(count) events were dropped (the printer fell behind)")

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import Punch
 
-extension PortMappingError: CodedError {
-    var codeName: String { code.name }
-}
-
 /// `punch map`: maps a port on the gateway with PCP, NAT-PMP or UPnP-IGD and keeps it mapped.
 struct MapCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

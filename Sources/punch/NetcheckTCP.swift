@@ -39,10 +39,8 @@ struct TCPReachabilityReport: Sendable {
                 return report
             }
             report.check = try await client.check(addresses: [observed], via: connection).first
-        } catch let error as CodedError {
-            report.error = error.message
         } catch {
-            report.error = "\(error)"
+            report.error = error.coded?.message ?? "\(error)"
         }
         await host.close()
         return report

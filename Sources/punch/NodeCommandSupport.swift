@@ -33,14 +33,6 @@ enum NodeCommandSupport {
     }
 }
 
-extension HolePunchError: CodedError {
-    var codeName: String { code.rawValue }
-}
-
-extension NodeError: CodedError {
-    var codeName: String { code.name }
-}
-
 extension NodeEvent {
     /// A host's event as the node reports it (for commands that run a bare ``PunchHost``).
     init(_ event: HostEvent) {

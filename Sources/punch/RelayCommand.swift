@@ -4,10 +4,6 @@ import Logging
 import NIOCore
 import Punch
 
-extension RelayError: CodedError {
-    var codeName: String { code.rawValue }
-}
-
 /// `punch relay`: a public Circuit Relay v2 node.
 struct RelayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import Punch
 
-extension DiscoveryError: CodedError {
-    var codeName: String { code.name }
-}
-
 /// `punch stun`: a STUN server, and an RFC 5780 one with a second address.
 struct STUNCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

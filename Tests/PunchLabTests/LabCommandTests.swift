@@ -57,7 +57,7 @@ extension NATLabSelfTests {
             let output = try ExternalProgram.run(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", punch, "lab", "up", "--prefix", prefix, "--json"])
             #expect(output.status == 1)
             let error = try parseJSON(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
-            #expect(error["code"] as? String == "notRoot")
+            #expect(error["code"] as? String == "lab.notRoot")
             #expect((error["message"] as? String)?.contains("the NAT lab needs root (network namespaces, nftables)") == true)
             #expect(!NATLab.exists(prefix: prefix))
         }

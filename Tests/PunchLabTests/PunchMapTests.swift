@@ -70,7 +70,7 @@ extension NATLabSelfTests {
             let lab = try NATLab.build()
             defer { lab.tearDown() }
             let punch = try ExternalProgram.punch()
-            for (mappingProtocol, code) in [("natpmp", "timedOut"), ("auto", "noProtocolAvailable")] {
+            for (mappingProtocol, code) in [("natpmp", "portMapping.timedOut"), ("auto", "portMapping.noProtocolAvailable")] {
                 let output = try lab.run(.h1, [punch, "map", "--udp", "--port", "41300", "--protocol", mappingProtocol, "--attempts", "2", "--json"], timeout: .seconds(60))
                 #expect(output.status == 1, "\(mappingProtocol): status \(output.status)")
                 let event = try parseJSON(try #require(output.lines.last))
@@ -133,7 +133,7 @@ extension NATLabSelfTests {
                 process.stop()
                 return
             }
-            #expect(try parseJSON(lost)["code"] as? String == "mappingLost")
+            #expect(try parseJSON(lost)["code"] as? String == "portMapping.mappingLost")
             let again = try parseJSON(try process.waitForLine(containing: #""mapped""#, timeout: .seconds(30)))
             #expect(again["external"] as? String == external)
             #expect(try Self.reaches(lab, external: external, port: port, tcp: false), "the restored mapping carried nothing")
