@@ -89,7 +89,8 @@ extension HolePuncher {
         var delay = configuration.retryDelay
         for round in 1...max(1, configuration.rounds) {
             let ours = HolePunchAddressFilter.usable(
-                await localAddresses(), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                await localAddresses(), allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+                limit: configuration.maximumAddresses)
             let result: Result<HolePunchOutcome, any Error>
             do {
                 result = .success(try await initiate(over: relayed, host: host, localAddresses: ours, configuration: configuration))
@@ -116,7 +117,8 @@ extension HolePuncher {
                     for: verdict == .waitForNewAddresses || remaining > configuration.addressCheckInterval ? configuration.addressCheckInterval : remaining)
                 if Task.isCancelled || !relayed.isActive || hasDirectConnection(to: peer, on: host) { return nil }
                 let now = HolePunchAddressFilter.usable(
-                    await localAddresses(), allowPrivate: configuration.allowPrivateAddresses, limit: configuration.maximumAddresses)
+                    await localAddresses(), allowPrivate: configuration.allowPrivateAddresses, allowLoopback: configuration.allowLoopbackAddresses,
+                limit: configuration.maximumAddresses)
                 if !now.isEmpty, Set(now) != Set(ours) { break }
             }
             if !relayed.isActive || hasDirectConnection(to: peer, on: host) { return nil }

@@ -234,7 +234,9 @@ import Testing
     final class Rounds: Sendable {
         let log = NIOLockedValueBox<[(failed: Bool, retryIn: Duration?)]>([])
         var count: Int { log.withLockedValue { $0.count } }
+        let errors = NIOLockedValueBox<[String]>([])
         func record(_ result: Result<HolePunchOutcome, any Error>, _ retryIn: Duration?) {
+            if case .failure(let error) = result { errors.withLockedValue { $0.append("\(error)") } }
             log.withLockedValue { $0.append((result.failed, retryIn)) }
         }
         func wait(for rounds: Int) async throws {
@@ -255,16 +257,51 @@ import Testing
     }
 
     @Test func roundsWaitLongerEachTimeThenStop() async throws {
+        // Both sides offer a loopback port nobody listens on: every punch dial is refused at once,
+        // which is a failure worth retrying (HolePunchRetry: .retry).
+        let closed = try await Self.closedLoopbackPort()
+        var loopback = HolePunchConfiguration()
+        loopback.allowLoopbackAddresses = true
+        loopback.exchangeTimeout = .seconds(2)
+        loopback.dialTimeout = .seconds(1)
+        let setup = try await HolePunchResponderTests.Setup.make(offering: [closed], configuration: loopback)
+        defer { Task { await setup.close() } }
+        let rounds = Rounds()
+        var configuration = Self.configuration(delay: .milliseconds(50), rounds: 3)
+        configuration.allowLoopbackAddresses = true
+        configuration.dialAdvertisedAddressesFirst = false  // A's loopback listener would answer
+        configuration.exchangeTimeout = .seconds(2)
+        configuration.dialTimeout = .seconds(1)
+        let outcome = await HolePuncher.keepUpgrading(
+            setup.relayed, host: setup.b, localAddresses: { [closed] }, configuration: configuration, onRound: rounds.record)
+        #expect(outcome == nil)
+        let log = rounds.log.withLockedValue { $0 }
+        #expect(log.map(\.failed) == [true, true, true], "\(rounds.errors.withLockedValue { $0 })")
+        #expect(log.map(\.retryIn) == [.milliseconds(50), .milliseconds(100), nil], "\(rounds.errors.withLockedValue { $0 })")
+    }
+
+    /// A loopback address whose port was just bound and released: nobody listens there.
+    static func closedLoopbackPort() async throws -> Multiaddr {
+        let host = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        let address = try await host.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0].withoutPeerID()
+        await host.close()
+        return address
+    }
+
+    @Test func noAddressesOnTheOtherSideWaitsForOursToChangeInsteadOfRetrying() async throws {
         let setup = try await HolePunchResponderTests.Setup.make(offering: [])
         defer { Task { await setup.close() } }
         let rounds = Rounds()
-        let outcome = await HolePuncher.keepUpgrading(
-            setup.relayed, host: setup.b, localAddresses: { Self.ours }, configuration: Self.configuration(delay: .milliseconds(50), rounds: 3),
-            onRound: rounds.record)
-        #expect(outcome == nil)
-        let log = rounds.log.withLockedValue { $0 }
-        #expect(log.map(\.failed) == [true, true, true])
-        #expect(log.map(\.retryIn) == [.milliseconds(50), .milliseconds(100), nil])
+        let task = Task {
+            await HolePuncher.keepUpgrading(
+                setup.relayed, host: setup.b, localAddresses: { Self.ours }, configuration: Self.configuration(delay: .milliseconds(20)),
+                onRound: rounds.record)
+        }
+        defer { task.cancel() }
+        try await rounds.wait(for: 1)
+        // Far beyond every retry delay (20, 40, 80 ms): no round, since nothing changed.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(rounds.count == 1)
     }
 
     @Test func aNewAddressStartsTheNextRoundAtOnce() async throws {
