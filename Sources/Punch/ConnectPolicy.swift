@@ -223,7 +223,7 @@ public struct ConnectPolicy: Sendable {
             // Connected meanwhile (a relayed connection, or the peer dialed us): nothing failed.
             guard directConnections + relayedConnections == 0 else { return actions }
             let detail = after.lastError.map { ": \($0.message)" } ?? ""
-            actions.append(.giveUp(NodeError(.unreachable, "every address of the peer failed\(detail)")))
+            actions.append(.giveUp(NodeError(.unreachable, "every address of the peer failed\(detail)", underlying: after.lastError?.underlying)))
         }
         return actions
     }

@@ -101,6 +101,21 @@ public struct NodeConfiguration: Sendable {
     /// How often a duplicate connection (one the one-connection rule does not keep) is checked
     /// for open streams; it closes at the first check with none. Default 250 ms.
     public var duplicateCheckInterval: Duration = .milliseconds(250)
+    /// AutoNAT v2: whether our confirmed public addresses are reachable, asked of connected peers
+    /// that serve `/libp2p/autonat/2/dial-request` (a `punch relay` does). `nil` turns it off.
+    /// The node's default asks for 1 confirming server (a node that knows one relay has one
+    /// server; the library's ``AutoNATClientConfiguration/confirmations`` is 3).
+    public var autoNAT: AutoNATClientConfiguration? = {
+        var configuration = AutoNATClientConfiguration()
+        configuration.confirmations = 1
+        return configuration
+    }()
+    /// How long before the same server is asked again about the same addresses (new addresses
+    /// are asked about at once). Default 30 minutes.
+    public var autoNATRecheckInterval: Duration = .seconds(30 * 60)
+    /// The most servers remembered for ``autoNATRecheckInterval``; the oldest is forgotten first.
+    /// Default 32.
+    public var maximumAutoNATServers = 32
     /// Port mapping on the gateway. Default `.disabled`.
     public var portMapping = PortMapping.disabled
     /// Where metrics go; `nil`: the process's `MetricsSystem` (a no-op until bootstrapped).

@@ -38,6 +38,9 @@ public enum NodeEvent: Sendable {
     /// Our confirmed public addresses changed (identify's observed addresses, from listening
     /// ports only, confirmed by enough distinct peers; and a port mapping's address).
     case publicAddressesChanged([Multiaddr])
+    /// AutoNAT v2 changed its verdict on one of our public addresses (aggregated over the servers
+    /// asked, ``NodeConfiguration/autoNAT``).
+    case reachabilityChanged(address: Multiaddr, reachability: AddressReachability)
     /// The gateway mapped our listening port.
     case portMapped(GatewayMapping)
     /// Port mapping failed or the mapping was lost.

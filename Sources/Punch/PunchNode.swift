@@ -89,6 +89,10 @@ public actor PunchNode: Service {
     private var reservationsByRelay: [Multiaddr: RelayReservation] = [:]
     private var background: [Task<Void, Never>] = []
     private var portMapper: PortMapper?
+    private var autoNAT: AutoNATClient?
+    /// When each server was last asked, and about what (bounded by
+    /// ``NodeConfiguration/maximumAutoNATServers``).
+    private var autoNATAsked: [PeerID: (addresses: Set<Multiaddr>, at: ContinuousClock.Instant)] = [:]
     private var listening: [Multiaddr] = []
 
     /// Creates a node. Nothing listens or dials until ``start()`` or ``run()``.
@@ -190,6 +194,15 @@ public actor PunchNode: Service {
             throw error
         }
         publish(.listening(listening))
+        if let autoNATConfiguration = configuration.autoNAT {
+            let client = try AutoNATClient(host: host, configuration: autoNATConfiguration, logger: logger)
+            autoNAT = client
+            background.append(Task { [weak self] in
+                for await update in client.reachabilityUpdates {
+                    self?.publish(.reachabilityChanged(address: update.address, reachability: update.reachability))
+                }
+            })
+        }
         for relay in configuration.relays {
             let keeper = ReservationKeeper(
                 host: host, relay: relay, configuration: configuration.reservations, relayConfiguration: configuration.relayClient
@@ -241,6 +254,7 @@ public actor PunchNode: Service {
         runState = .shutDown
         for task in background { task.cancel() }
         background.removeAll()
+        autoNAT?.stop()
         let error = NodeError(.notRunning, "the node shut down")
         for (peer, var state) in peerStates {
             for waiter in state.waiters { waiter.resume(throwing: error) }
@@ -465,9 +479,43 @@ public actor PunchNode: Service {
             tracker.record(info, on: connection)
             checkPublicAddresses()
         }
+        if connection.path == .direct, info.protocols.contains(AutoNATProtocol.dialRequest) {
+            askReachability(of: connection)
+        }
+    }
+
+    /// Asks the AutoNAT v2 server at the other end of `connection` about our public addresses,
+    /// unless it was asked about the same ones within ``NodeConfiguration/autoNATRecheckInterval``.
+    private func askReachability(of connection: Connection) {
+        guard let client = autoNAT, runState == .running, connection.isActive else { return }
+        let addresses = Array(publicAddresses.prefix(client.configuration.maximumAddressesPerRequest))
+        guard !addresses.isEmpty else { return }
+        let server = connection.remotePeerID
+        if let last = autoNATAsked[server], last.addresses == Set(addresses), ContinuousClock.now - last.at < configuration.autoNATRecheckInterval {
+            return
+        }
+        if autoNATAsked[server] == nil, autoNATAsked.count >= configuration.maximumAutoNATServers,
+            let oldest = autoNATAsked.min(by: { $0.value.at < $1.value.at })?.key
+        {
+            autoNATAsked[oldest] = nil
+        }
+        autoNATAsked[server] = (Set(addresses), .now)
+        let logger = self.logger
+        Task {
+            do {
+                let results = try await client.check(addresses: addresses, via: connection)
+                logger.debug("AutoNAT v2", metadata: ["server": "\(server)", "results": "\(results.map { "\($0.address) \($0.status)" })"])
+            } catch {
+                logger.debug("AutoNAT v2 check failed", metadata: ["server": "\(server)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: The one-connection rule
+
+    private func isReservedRelay(_ peer: PeerID) -> Bool {
+        configuration.relays.contains { $0.peerID == peer.multihash } || reservationsByRelay.values.contains { $0.relay == peer }
+    }
 
     private func keptConnection(to peer: PeerID) -> Connection? {
         guard let state = peerStates[peer] else { return nil }
@@ -478,7 +526,10 @@ public actor PunchNode: Service {
     }
 
     private func enforceOneConnection(to peer: PeerID) {
-        guard var state = peerStates[peer] else { return }
+        // A relay we reserve on keeps every connection: the reservation lives and dies with the
+        // connection it was made on, which the rule could otherwise pick to close (a relay's
+        // AutoNAT dial-back, for one, arrives as a second connection).
+        guard !isReservedRelay(peer), var state = peerStates[peer] else { return }
         let live = state.connections.values.filter { $0.connection.isActive && !state.retiring.contains(ObjectIdentifier($0.connection)) }
         guard live.count > 1 else { return }
         let candidates = live.map { ConnectionSelection.Candidate(path: $0.connection.path, initiator: $0.connection.initiator(local: peerID), order: $0.order) }
@@ -725,20 +776,42 @@ public actor PunchNode: Service {
             let left = (counts[peer] ?? 1) - 1
             counts[peer] = left > 0 ? left : nil
         }
-        guard var state = peerStates[peer] else { return }
-        if case .success(let outcome) = result { state.outcome = outcome }
-        peerStates[peer] = state
-        if case .success(let outcome) = result { register(outcome.connection) }
-        if let current = peerStates[peer], current.upgradePending, exchanges(with: peer) == 0 || current.outcome != nil {
-            publishUpgraded(peer)
+        guard peerStates[peer] != nil else { return }
+        switch result {
+        case .success(let outcome):
+            let key = ObjectIdentifier(outcome.connection)
+            let known = peerStates[peer]?.connections[key] != nil
+            peerStates[peer]?.outcome = outcome
+            // Registering tells the policy, whose `upgraded` publishes with this outcome.
+            if !known { register(outcome.connection) }
+            guard let current = peerStates[peer], current.outcome != nil else { return }
+            if current.upgradePending || current.connections[key] == nil {
+                // It waited for this outcome, or the connection closed before it could be
+                // registered: the upgrade happened all the same.
+                publishUpgraded(peer)
+            } else {
+                // Its connection was reported as an upgrade already.
+                peerStates[peer]?.outcome = nil
+            }
+        case .failure:
+            if let current = peerStates[peer], current.upgradePending, exchanges(with: peer) == 0 { publishUpgraded(peer) }
         }
     }
 
+    /// Reports the upgrade of `peer`: with the exchange's outcome when there is one (also when
+    /// its connection has closed meanwhile: the upgrade happened), else with the kept direct
+    /// connection as a direct dial (`attempt` 0).
     private func publishUpgraded(_ peer: PeerID) {
-        guard var state = peerStates[peer], let direct = keptConnection(to: peer), direct.path == .direct else { return }
+        guard var state = peerStates[peer] else { return }
         let since = state.relayedSince
-        let outcome = state.outcome ?? HolePunchOutcome(
-            connection: direct, attempt: 0, roundTrip: nil, elapsed: since.map { .now - $0 } ?? .zero, dialed: [])
+        let kept = keptConnection(to: peer).flatMap { $0.path == .direct ? $0 : nil }
+        guard let outcome = state.outcome ?? kept.map({
+            HolePunchOutcome(connection: $0, attempt: 0, roundTrip: nil, elapsed: since.map { .now - $0 } ?? .zero, dialed: [])
+        }) else {
+            state.upgradePending = false
+            peerStates[peer] = state
+            return
+        }
         state.outcome = nil
         state.upgradePending = false
         state.stopError = nil
@@ -784,6 +857,11 @@ public actor PunchNode: Service {
         publicAddresses = now
         publish(.publicAddressesChanged(now))
         guard !now.isEmpty else { return }
+        for server in Array(autoNATAsked.keys) {
+            if let connection = host.connections(to: server).first(where: { $0.path == .direct && $0.isActive }) {
+                askReachability(of: connection)
+            }
+        }
         for peer in Array(peerStates.keys) {
             update(peer) { $0.localAddressesChanged() }
         }

@@ -20,11 +20,7 @@ struct CommandFailure: Error {
 
     static func report(_ error: any Error, json: Bool) -> ExitCode {
         let (code, message): (String, String) =
-            switch error {
-            case let error as any PunchError: (error.code.name, error.message)
-            case let error as CodedError: (error.codeName, error.message)
-            default: ("error", "\(error)")
-            }
+            error.coded ?? ("error", "\(error)")
         FileHandle.standardError.write(Data("punch: \(message)\n".utf8))
         if json { JSONLine.print(["event": "error", "code": code, "message": message]) }
         return ExitCode.failure
@@ -42,6 +38,10 @@ extension Error {
     /// The stable code and the message of a ``PunchError`` or a ``CodedError``; `nil` otherwise.
     var coded: (code: String, message: String)? {
         switch self {
+        // A peer the node could not reach: the code of the failure underneath (a wrong PeerID is
+        // `noise.peerIDMismatch`, a refused circuit `relay.refused`), with the node's message.
+        case let error as NodeError where error.code == .unreachable && error.underlying?.coded != nil:
+            (error.underlying!.coded!.code, error.message)
         case let error as any PunchError: (error.code.name, error.message)
         case let error as CodedError: (error.codeName, error.message)
         default: nil

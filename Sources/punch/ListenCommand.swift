@@ -193,6 +193,9 @@ struct EventPrinter: Sendable {
         case .publicAddressesChanged(let addresses):
             emit(["event": "public_addrs", "addrs": addresses.map { "\($0)" }],
                  "public addresses: " + (addresses.isEmpty ? "none confirmed" : addresses.map { "\($0)" }.joined(separator: " ")))
+        case .reachabilityChanged(let address, let reachability):
+            emit(["event": "reachability", "addr": "\(address)", "reachability": reachability.rawValue],
+                 "AutoNAT: \(address) is \(reachability.rawValue)")
         case .portMapped(let mapping):
             emit(["event": "port_mapped", "protocol": mapping.mappingProtocol.rawValue, "external_addr": "\(Multiaddr.tcp(mapping.external))",
                   "lifetime_s": Int(mapping.lifetime)], "port mapped: \(mapping)")

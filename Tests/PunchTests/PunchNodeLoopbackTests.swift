@@ -165,6 +165,35 @@ import Testing
         await relayHost.close()
     }
 
+    @Test func autoNATAsksAConnectedServerAndReportsReachability() async throws {
+        let server = PunchHost(configuration: HostConfiguration(identity: .generate()))
+        let serverAddress = try await server.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0]
+        var serverConfiguration = AutoNATServerConfiguration()
+        serverConfiguration.allowPrivateAddresses = true  // loopback
+        let autoNATServer = try AutoNATServer.serve(on: server, configuration: serverConfiguration)
+        let node = try await Self.node { $0.knownPeers[server.peerID] = [serverAddress] }
+        let events = node.events
+        _ = try await node.connect(to: server.peerID)
+        let waiter = Task { () -> (Multiaddr, AddressReachability)? in
+            for await event in events {
+                if case .reachabilityChanged(let address, let reachability) = event { return (address, reachability) }
+            }
+            return nil
+        }
+        let timeout = Task {
+            try? await Task.sleep(for: .seconds(30))
+            events.cancel()
+        }
+        let verdict = await waiter.value
+        timeout.cancel()
+        let listening = await node.listenAddresses[0].withoutPeerID()
+        #expect(verdict?.0 == listening)
+        #expect(verdict?.1 == .reachable)
+        autoNATServer.stop()
+        await node.shutdown()
+        await server.close()
+    }
+
     @Test func aSecondHostOnAListeningPortIsRefused() async throws {
         let first = PunchHost(configuration: HostConfiguration(identity: .generate()))
         let address = try await first.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"))[0].withoutPeerID()
