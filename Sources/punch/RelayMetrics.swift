@@ -59,12 +59,17 @@ final class RelayMetrics: Sendable {
         return text
     }
 
+    /// The full name as the metric name, no unit suffix added (the names above carry theirs).
+    private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
     private func gauge(_ name: String, _ help: String, _ value: Int, labels: [(String, String)] = []) {
-        registry.makeGauge(name: name, labels: labels, help: help).set(Int64(value))
+        registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels).set(Int64(value))
     }
 
     private func counter(_ name: String, _ help: String, _ value: Int, labels: [(String, String)] = []) {
-        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        let counter = registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
         counter.reset()
         counter.increment(by: Int64(value))
     }

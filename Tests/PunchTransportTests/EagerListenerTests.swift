@@ -30,7 +30,8 @@ struct EagerListenerTests {
             var answer = ByteBuffer()
             answer.writeVarint(7)
             answer.writeString("/noise\n")
-            context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
