@@ -123,7 +123,8 @@ public final class STUNServer: Sendable {
                         return
                     }
                     core.tcpConnections += 1
-                    channel.closeFuture.whenComplete { _ in core.tcpConnections -= 1 }
+                    // Child channels share the server's event loop, which owns `core`.
+                    channel.closeFuture.assumeIsolated().whenComplete { _ in core.tcpConnections -= 1 }
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.tcpIdleTimeout))
                     try channel.pipeline.syncOperations.addHandler(
                         STUNServerTCPHandler(core: core, maximumMessageLength: configuration.maximumMessageLength, logger: logger))

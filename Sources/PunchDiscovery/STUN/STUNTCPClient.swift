@@ -45,12 +45,13 @@ public enum STUNTCPClient {
         let started = NIODeadline.now()
         let eventLoop = group.next()
         let response = eventLoop.makePromise(of: STUNMessage.self)
+        let transactionID = request.transactionID
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ResponseReader(transactionID: request.transactionID, maximumMessageLength: maximumMessageLength, response: response))
+                        ResponseReader(transactionID: transactionID, maximumMessageLength: maximumMessageLength, response: response))
                 }
             }
         if let local {
