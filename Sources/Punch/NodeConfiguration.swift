@@ -99,8 +99,13 @@ public struct NodeConfiguration: Sendable {
     /// upgrade round at once. Default 1 second.
     public var addressCheckInterval: Duration = .seconds(1)
     /// How often a duplicate connection (one the one-connection rule does not keep) is checked
-    /// for open streams; it closes at the first check with none. Default 250 ms.
+    /// for open streams; it closes at the first check after ``duplicateIdleGrace`` without one.
+    /// Default 250 ms.
     public var duplicateCheckInterval: Duration = .milliseconds(250)
+    /// How long a duplicate connection must have had no open stream before it closes. Default
+    /// 5 seconds: a connection that just came up (a punch, a crossed dial) is idle until its
+    /// first stream, and a program that was handed it may be about to open one.
+    public var duplicateIdleGrace: Duration = .seconds(5)
     /// AutoNAT v2: whether our confirmed public addresses are reachable, asked of connected peers
     /// that serve `/libp2p/autonat/2/dial-request` (a `punch relay` does). `nil` turns it off.
     /// The node's default asks for 1 confirming server (a node that knows one relay has one

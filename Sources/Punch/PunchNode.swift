@@ -543,11 +543,13 @@ public actor PunchNode: Service {
             publish(.duplicateConnection(duplicate, kept: kept))
             logger.debug("closing a duplicate connection once idle", metadata: ["peer": "\(peer)", "connection": "\(duplicate)"])
             let interval = configuration.duplicateCheckInterval
+            let grace = TimeAmount.nanoseconds(Int64(configuration.duplicateIdleGrace.components.seconds) * 1_000_000_000
+                + configuration.duplicateIdleGrace.components.attoseconds / 1_000_000_000)
             Task {
-                // An open stream is never cut: close at the first check without one.
+                // An open stream is never cut: close once it has had none for the grace.
                 while duplicate.isActive {
                     try? await Task.sleep(for: interval)
-                    if duplicate.openStreamCount == 0 {
+                    if let idle = duplicate.idleSince, NIODeadline.now() - idle >= grace {
                         await duplicate.close()
                         return
                     }

@@ -188,7 +188,9 @@ struct DialCommand: AsyncParsableCommand {
                 }
                 do {
                     let punched = try await punchNode.waitForDirectConnection(to: peer, timeout: .seconds(upgradeTimeout))
-                    active = punched.connection
+                    // The connection the node keeps for the peer (both sides keep the same one);
+                    // a punch that made two, the other closes once idle.
+                    active = await punchNode.connection(to: peer) ?? punched.connection
                     let elapsed = (clock.now - connectedAt).milliseconds
                     relayedToDirect = elapsed
                     report(
