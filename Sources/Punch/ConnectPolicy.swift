@@ -13,8 +13,8 @@ import PunchWire
 /// 2. A circuit through each known relay of the peer, once every direct dial has failed or
 ///    ``Configuration/relayFallbackDelay`` after the first direct dial, whichever comes first.
 /// 3. Once relayed, one upgrade loop: the side that accepted the relayed connection starts DCUtR
-///    (DCUtR.md: "B" initiates), up to ``Configuration/upgradeRounds`` rounds, waiting
-///    ``Configuration/upgradeRetryDelay`` (times ``Configuration/upgradeRetryMultiplier`` each
+///    (DCUtR.md: "B" initiates), up to ``HolePunchConfiguration/rounds`` rounds, waiting
+///    ``HolePunchConfiguration/retryDelay`` (times ``HolePunchConfiguration/retryMultiplier`` each
 ///    time) between them. What a failure means is ``HolePunchRetry/verdict(after:)``, for both
 ///    roles. The other side waits for the peer's rounds.
 public struct ConnectPolicy: Sendable {
@@ -36,22 +36,8 @@ public struct ConnectPolicy: Sendable {
         public var relayFallbackDelay = Self.defaultRelayFallbackDelay
         /// The most addresses (direct and circuit) one attempt dials.
         public var maximumDialsPerAttempt = Self.defaultMaximumDialsPerAttempt
-        /// DCUtR rounds one upgrade loop runs (the first and its retries). Default 4, as
-        /// ``HolePunchConfiguration/rounds``.
-        public var upgradeRounds = 4
-        /// The wait before the first retry. Default 5 s.
-        public var upgradeRetryDelay = Duration.seconds(5)
-        /// How much longer each later wait is. Default 3 (5 s, 15 s, 45 s).
-        public var upgradeRetryMultiplier = 3
 
         public init() {}
-
-        /// The retry schedule of a ``HolePunchConfiguration``.
-        public init(holePunch: HolePunchConfiguration) {
-            upgradeRounds = holePunch.rounds
-            upgradeRetryDelay = holePunch.retryDelay
-            upgradeRetryMultiplier = holePunch.retryMultiplier
-        }
     }
 
     /// What the node does next.
@@ -128,6 +114,11 @@ public struct ConnectPolicy: Sendable {
 
     /// The configuration.
     public let configuration: Configuration
+    /// The upgrade loop's schedule, from the ``HolePunchConfiguration`` (its one home, which
+    /// `keepUpgrading` reads too): rounds, the first retry's delay, and the growth per retry.
+    private let rounds: Int
+    private let retryDelay: Duration
+    private let retryMultiplier: Int
     private var attempt: Attempt?
     private var generation = 0
     private var relayedConnections = 0
@@ -135,8 +126,17 @@ public struct ConnectPolicy: Sendable {
     private var upgrade = UpgradeState.none
 
     /// A policy for one peer, idle.
-    public init(configuration: Configuration = Configuration()) {
+    ///
+    /// - Parameters:
+    ///   - configuration: dial order and bounds.
+    ///   - holePunch: the upgrade loop's rounds and retry delays
+    ///     (``HolePunchConfiguration/rounds``, ``HolePunchConfiguration/retryDelay``,
+    ///     ``HolePunchConfiguration/retryMultiplier``: 4 rounds, 5 s, 15 s, 45 s apart).
+    public init(configuration: Configuration = Configuration(), holePunch: HolePunchConfiguration = HolePunchConfiguration()) {
         self.configuration = configuration
+        self.rounds = max(1, holePunch.rounds)
+        self.retryDelay = holePunch.retryDelay
+        self.retryMultiplier = holePunch.retryMultiplier
     }
 
     /// Where the policy stands now.
@@ -223,7 +223,7 @@ public struct ConnectPolicy: Sendable {
             // Connected meanwhile (a relayed connection, or the peer dialed us): nothing failed.
             guard directConnections + relayedConnections == 0 else { return actions }
             let detail = after.lastError.map { ": \($0.message)" } ?? ""
-            actions.append(.giveUp(NodeError(.unreachable, "every address of the peer failed\(detail)", underlying: after.lastError?.underlying)))
+            actions.append(.giveUp(NodeError(.unreachable, "every address of the peer failed\(detail); check its addresses (PunchNode.addresses(of:)) and that it holds a reservation on a relay we know", underlying: after.lastError?.underlying)))
         }
         return actions
     }
@@ -319,7 +319,7 @@ public struct ConnectPolicy: Sendable {
             return []
         }
         let verdict = HolePunchRetry.verdict(after: error)
-        if round >= configuration.upgradeRounds || verdict == .stop {
+        if round >= rounds || verdict == .stop {
             upgrade = .stopped
             return [.upgradeStopped(verdict, round: round)]
         }
@@ -357,8 +357,8 @@ public struct ConnectPolicy: Sendable {
 
     /// The wait after round `round` fails: the retry delay times the multiplier per earlier retry.
     public func retryDelay(afterRound round: Int) -> Duration {
-        var delay = configuration.upgradeRetryDelay
-        for _ in 1..<max(1, round) { delay *= configuration.upgradeRetryMultiplier }
+        var delay = retryDelay
+        for _ in 1..<max(1, round) { delay *= retryMultiplier }
         return delay
     }
 

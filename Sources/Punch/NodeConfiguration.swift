@@ -79,9 +79,11 @@ public struct NodeConfiguration: Sendable {
     public var limits = Limits()
     /// The peer store's bounds and address lifetime.
     public var peerStore = PeerStore.Limits()
-    /// The connect policy's timing (happy-eyeballs stagger, relay fallback, upgrade rounds).
+    /// The connect policy's timing and bounds (happy-eyeballs stagger, relay fallback, dials per
+    /// attempt). The upgrade loop's rounds and retry delays are ``holePunch``'s.
     public var connectPolicy = ConnectPolicy.Configuration()
-    /// DCUtR's limits and timing.
+    /// DCUtR's limits and timing, and the upgrade loop's schedule (``HolePunchConfiguration/rounds``,
+    /// ``HolePunchConfiguration/retryDelay``, ``HolePunchConfiguration/retryMultiplier``).
     public var holePunch = HolePunchConfiguration()
     /// Circuit Relay v2 client limits and timeouts.
     public var relayClient = RelayConfiguration()
@@ -149,7 +151,7 @@ public struct NodeConfiguration: Sendable {
         try check(relays.count <= limits.maximumRelays, "at most \(limits.maximumRelays) relays (limits.maximumRelays), not \(relays.count)")
         try check(peerStore.maximumPeers >= 1 && peerStore.maximumAddressesPerPeer >= 1, "the peer store must hold at least one peer and address")
         try check(connectPolicy.maximumDialsPerAttempt >= 1, "connectPolicy.maximumDialsPerAttempt must be at least 1")
-        try check(connectPolicy.upgradeRounds >= 1, "connectPolicy.upgradeRounds must be at least 1")
+        try check(holePunch.rounds >= 1, "holePunch.rounds must be at least 1")
         for address in listenAddresses {
             try check(address.transport?.kind == .tcp && address.components.count == 2, "can only listen on /ip4|ip6/A/tcp/P, not \(address)")
         }

@@ -1,4 +1,5 @@
 import Metrics
+import NIOCore
 import PunchTransport
 
 /// The node's metrics (swift-metrics), created once per node. Names follow `punch_node_<what>`:
@@ -46,7 +47,7 @@ struct NodeMetrics: Sendable {
 
     func upgraded(after duration: Duration?) {
         upgradeSuccesses.increment()
-        if let duration { relayedToDirect.recordNanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000) }
+        if let duration { relayedToDirect.recordNanoseconds(TimeAmount(duration).nanoseconds) }
     }
 
     func bytes(_ path: ConnectionPath, received: Int, sent: Int) {

@@ -288,7 +288,7 @@ public actor PunchNode: Service {
         guard runState == .running else { throw NodeError(.notRunning, "start the node (run() or start()) before connecting") }
         guard peer != peerID else { throw NodeError(.selfDial, "\(peer) is this node") }
         if let connection = keptConnection(to: peer) { return connection }
-        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy))
+        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy, holePunch: configuration.holePunch))
         let joining = state.policy.isConnecting
         if !joining {
             let pending = peerStates.values.filter { $0.policy.isConnecting }.count
@@ -346,7 +346,7 @@ public actor PunchNode: Service {
         }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
-            var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy))
+            var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy, holePunch: configuration.holePunch))
             state.directWaiters[id] = continuation
             peerStates[peer] = state
         }
@@ -419,8 +419,20 @@ public actor PunchNode: Service {
     private func register(_ connection: Connection) {
         let peer = connection.remotePeerID
         let key = ObjectIdentifier(connection)
-        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy))
-        guard state.connections[key] == nil, connection.isActive else { return }
+        guard peerStates[peer]?.connections[key] == nil, connection.isActive else { return }
+        // Over the per-IP limit the connection is closed before anything counts it (the policy
+        // never hears of it, so its close changes no count).
+        if connection.path == .direct, let ip = connection.remoteAddress?.transportEndpoint?.address {
+            let sameIP = peerStates.values.flatMap(\.connections.values).filter {
+                $0.connection.path == .direct && $0.connection.remoteAddress?.transportEndpoint?.address == ip
+            }
+            if sameIP.count >= configuration.limits.maximumConnectionsPerIP {
+                logger.debug("closing a connection over the per-IP limit", metadata: ["ip": "\(ip)"])
+                connection.channel.close(promise: nil)
+                return
+            }
+        }
+        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy, holePunch: configuration.holePunch))
         registrations += 1
         state.connections[key] = (connection, registrations)
         if connection.path == .relayed, state.relayedSince == nil { state.relayedSince = .now }
@@ -428,16 +440,6 @@ public actor PunchNode: Service {
         byteTotals[key] = (0, 0)
         publish(.connected(connection))
         updateConnectionGauges()
-        if connection.path == .direct, let ip = connection.remoteAddress?.transportEndpoint?.address {
-            let sameIP = peerStates.values.flatMap(\.connections.values).filter {
-                $0.connection.path == .direct && $0.connection.remoteAddress?.transportEndpoint?.address == ip
-            }
-            if sameIP.count > configuration.limits.maximumConnectionsPerIP {
-                logger.debug("closing a connection over the per-IP limit", metadata: ["ip": "\(ip)"])
-                connection.channel.close(promise: nil)
-                return
-            }
-        }
         update(peer) { $0.connectionOpened(path: connection.path, direction: connection.direction) }
         enforceOneConnection(to: peer)
         Task { [weak self] in
@@ -543,8 +545,7 @@ public actor PunchNode: Service {
             publish(.duplicateConnection(duplicate, kept: kept))
             logger.debug("closing a duplicate connection once idle", metadata: ["peer": "\(peer)", "connection": "\(duplicate)"])
             let interval = configuration.duplicateCheckInterval
-            let grace = TimeAmount.nanoseconds(Int64(configuration.duplicateIdleGrace.components.seconds) * 1_000_000_000
-                + configuration.duplicateIdleGrace.components.attoseconds / 1_000_000_000)
+            let grace = TimeAmount(configuration.duplicateIdleGrace)
             Task {
                 // An open stream is never cut: close once it has had none for the grace.
                 while duplicate.isActive {
@@ -563,7 +564,7 @@ public actor PunchNode: Service {
 
     /// Runs `body` on the peer's policy and performs the actions it returns.
     private func update(_ peer: PeerID, _ body: (inout ConnectPolicy) -> [ConnectPolicy.Action]) {
-        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy))
+        var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy, holePunch: configuration.holePunch))
         let actions = body(&state.policy)
         peerStates[peer] = state
         for action in actions { perform(action, for: peer) }
@@ -644,8 +645,18 @@ public actor PunchNode: Service {
         peerStates[peer]?.dials[address] = nil
         switch result {
         case .success(let connection):
-            metrics.dial(connection.path, success: true)
             register(connection)
+            guard peerStates[peer]?.connections[ObjectIdentifier(connection)] != nil else {
+                // Closed before it could be booked (the peer hung up at once, or it was over a
+                // limit): for the attempt that is a failed dial, or its waiters would wait forever.
+                metrics.dial(connection.path, success: false)
+                let reason = connection.closeError.map { ": \($0.message)" } ?? ""
+                update(peer) {
+                    $0.dialFailed(address, error: NodeError(.unreachable, "\(address): the connection closed as soon as it opened\(reason)", underlying: connection.closeError))
+                }
+                break
+            }
+            metrics.dial(connection.path, success: true)
             update(peer) { $0.dialSucceeded(address) }
         case .failure(let error):
             metrics.dial(address.isCircuit ? .relayed : .direct, success: false)
@@ -693,7 +704,7 @@ public actor PunchNode: Service {
             for relay in configuration.relays {
                 let named = relay.peerID != nil ? relay : reservationsByRelay[relay]?.relayAddresses.first
                 guard let named, named.peerID != peer.multihash else { continue }
-                circuits.append(named.encapsulate(Multiaddr(validatedCircuit: ())))
+                circuits.append(named.appendingCircuit())
             }
         }
         return (direct, circuits)
@@ -934,12 +945,5 @@ public actor PunchNode: Service {
     private func forgetIfIdle(_ peer: PeerID) {
         guard let state = peerStates[peer], state.isIdle, !state.policy.isConnecting, exchanges(with: peer) == 0 else { return }
         peerStates[peer] = nil
-    }
-}
-
-extension Multiaddr {
-    /// `/p2p-circuit`.
-    init(validatedCircuit: Void) {
-        self = try! Multiaddr(components: [.p2pCircuit])
     }
 }

@@ -90,7 +90,7 @@ struct DialCommand: AsyncParsableCommand {
         for relay in relays where relay.peerID == nil || relay.isCircuit {
             throw RelayError(.badAddress, "--relay wants /…/tcp/P/p2p/RELAY, not \(relay)")
         }
-        let circuits = relays.map { $0.encapsulate(try! Multiaddr("/p2p-circuit")) }
+        let circuits = relays.map { $0.appendingCircuit() }
         guard let address = try? Multiaddr(address) else {
             return .peer(try PeerID(self.address), addresses: circuits)
         }

@@ -151,7 +151,7 @@ import Testing
         events.cancel()
         let metrics = TestMetrics()
         let dialer = try await Self.node {
-            $0.knownPeers[listener.peerID] = [relayAddress.encapsulate(try! Multiaddr("/p2p-circuit"))]
+            $0.knownPeers[listener.peerID] = [relayAddress.appendingCircuit()]
             $0.metricsFactory = metrics
         }
         let connection = try await dialer.connect(to: listener.peerID)
@@ -216,6 +216,20 @@ import Testing
         let third = PunchHost(configuration: HostConfiguration(identity: .generate()))
         _ = try await third.listen(address)
         await third.close()
+    }
+
+    @Test func aConnectionOverThePerIPLimitIsClosedAndCountsNowhere() async throws {
+        let a = try await Self.node { $0.limits.maximumConnectionsPerIP = 1 }
+        let b = try await Self.node()
+        let c = try await Self.node()
+        for peer in [b, c] { await peer.addAddresses(await a.listenAddresses, for: a.peerID) }
+        _ = try await b.connect(to: a.peerID)
+        // c's connection reaches a from 127.0.0.1 too: a closes it at once.
+        _ = try? await c.connect(to: a.peerID)
+        #expect(await Self.eventually { Self.active(c, to: a.peerID).isEmpty })
+        #expect(Self.active(a, to: b.peerID).count == 1)
+        #expect(await a.connectedPeers == [b.peerID])
+        for node in [a, b, c] { await node.shutdown() }
     }
 
     @Test func connectingWithoutAnyAddressIsATypedError() async throws {

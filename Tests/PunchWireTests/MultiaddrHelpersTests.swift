@@ -13,6 +13,13 @@ import Testing
         #expect(Multiaddr.quicV1(try IPEndpoint("10.0.0.1:4001")).description == "/ip4/10.0.0.1/udp/4001/quic-v1")
     }
 
+    @Test func appendingCircuitAddsTheCircuitComponent() throws {
+        let relay = try Multiaddr("/ip4/203.0.113.10/tcp/4001")
+        #expect(relay.appendingCircuit().description == "/ip4/203.0.113.10/tcp/4001/p2p-circuit")
+        #expect(relay.appendingCircuit().isCircuit)
+        #expect(relay.appendingCircuit().relayAddress == relay)
+    }
+
     @Test func encapsulateAppends() throws {
         let base = try Multiaddr("/ip4/1.2.3.4/tcp/80")
         let joined = base.encapsulate(try Multiaddr("/p2p/\(Self.relayID)/p2p-circuit"))

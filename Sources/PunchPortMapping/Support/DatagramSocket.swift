@@ -195,13 +195,6 @@ enum ReplyVerdict<Reply: Sendable> {
     case ignore
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
 /// The local address the kernel would use to reach `destination`: a connected UDP socket is
 /// created, read and closed without sending anything. PCP must put this address in every
 /// request (RFC 6887 §8.1), and UPnP's secure mode requires it as `NewInternalClient`.

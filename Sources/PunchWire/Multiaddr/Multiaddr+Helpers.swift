@@ -27,6 +27,12 @@ extension Multiaddr {
         Multiaddr(validated: components + other.components)
     }
 
+    /// This multiaddr followed by `/p2p-circuit`: for a relay's address (`…/p2p/RELAY`), the
+    /// circuit through that relay to whichever peer is appended next.
+    public func appendingCircuit() -> Multiaddr {
+        Multiaddr(validated: components + [.p2pCircuit])
+    }
+
     /// This multiaddr followed by `/p2p/peerID`.
     public func appendingPeerID(_ peerID: Multihash) -> Multiaddr {
         Multiaddr(validated: components + [.p2p(peerID)])
