@@ -104,6 +104,14 @@ import Testing
         #expect(try Multiaddr(bytes: address.bytes).description == "/dns/bücher.example/tcp/1")
     }
 
+    /// Found by FuzzMultiaddr: a `/` followed by a combining mark is one Character, so splitting
+    /// the text by Characters lost the separator before a name starting with one.
+    @Test func aNameStartingWithACombiningMarkRoundTrips() throws {
+        let address = try Multiaddr(components: [.dns(":"), .tcp(65280), .dns(":"), .dns("\u{32F})")])
+        #expect(try Multiaddr(address.description) == address)
+        #expect(try Multiaddr("/dns/\u{301}x/tcp/1/").components == [.dns("\u{301}x"), .tcp(1)])
+    }
+
     @Test func writesIntoByteBuffer() throws {
         let address = try Multiaddr("/ip4/127.0.0.1/tcp/4001")
         var buffer = ByteBuffer()

@@ -89,14 +89,17 @@ extension Multiaddr {
         guard text.utf8.count <= Self.maximumTextLength else {
             throw WireError(.tooLarge, "multiaddr text longer than \(Self.maximumTextLength) bytes")
         }
-        guard text.hasPrefix("/") else {
+        // Split on Unicode scalars, not Characters: a `/` followed by a combining mark is one
+        // Character, so a DNS name that starts with one would otherwise swallow its separator.
+        let scalars = text.unicodeScalars
+        guard scalars.first == "/" else {
             throw WireError(.malformedText, "multiaddr text '\(text)' does not start with '/'")
         }
-        var body = text.dropFirst()
-        if body.hasSuffix("/") { body = body.dropLast() }
+        var body = scalars.dropFirst()
+        if body.last == "/" { body = body.dropLast() }
         guard !body.isEmpty else { throw WireError(.malformedText, "empty multiaddr") }
 
-        var parts = body.split(separator: "/", omittingEmptySubsequences: false)[...]
+        var parts = body.split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)[...]
         var components: [MultiaddrComponent] = []
         var length = 0
         while let name = parts.popFirst() {
