@@ -288,6 +288,11 @@ public actor PunchNode: Service {
         guard runState == .running else { throw NodeError(.notRunning, "start the node (run() or start()) before connecting") }
         guard peer != peerID else { throw NodeError(.selfDial, "\(peer) is this node") }
         if let connection = keptConnection(to: peer) { return connection }
+        // A connection that closed a moment ago may not have reached `handle(.disconnected)` yet;
+        // the policy would still count it and answer "connected" with nothing to return.
+        for entry in peerStates[peer]?.connections.values ?? [:].values where !entry.connection.isActive {
+            unregister(entry.connection)
+        }
         var state = peerStates[peer] ?? PeerState(policy: ConnectPolicy(configuration: configuration.connectPolicy, holePunch: configuration.holePunch))
         let joining = state.policy.isConnecting
         if !joining {

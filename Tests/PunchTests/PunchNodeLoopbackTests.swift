@@ -50,6 +50,23 @@ import Testing
         await b.shutdown()
     }
 
+    /// Found by PunchGRPC's reconnect test: a connect right after the kept connection closed, before
+    /// the node had processed the close, failed with "closed as it opened" instead of dialing.
+    @Test func connectingRightAfterTheConnectionClosedDialsAgain() async throws {
+        let b = try await Self.node()
+        let bAddress = await b.listenAddresses[0]
+        let a = try await Self.node { $0.knownPeers[b.peerID] = [bAddress] }
+        for _ in 0..<5 {
+            let first = try await a.connect(to: b.peerID)
+            await first.close()
+            let second = try await a.connect(to: b.peerID)
+            #expect(second !== first)
+            #expect(second.isActive)
+        }
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     /// Counts a node's `connected` events.
     final class ConnectedCount: Sendable {
         let value = Mutex(0)
