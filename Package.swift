@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "PunchHolePunch", targets: ["PunchHolePunch"]),
         .library(name: "PunchPortMapping", targets: ["PunchPortMapping"]),
         .library(name: "PunchLab", targets: ["PunchLab"]),
+        .library(name: "PunchGRPC", targets: ["PunchGRPC"]),
         .executable(name: "punch", targets: ["punch"]),
     ],
     dependencies: [
@@ -30,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
     ],
     targets: [
         // Pure codecs: varint, multiaddr, STUN, libp2p protobuf messages. No I/O.
@@ -138,6 +141,32 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // gRPC (grpc-swift 2) over Punch: a client transport that reaches a peer by PeerID through
+        // PunchNode and a server transport that serves on one, HTTP/2 over one Punch stream per
+        // connection. Separate so that a core user does not build gRPC.
+        .target(
+            name: "PunchGRPC",
+            dependencies: [
+                "Punch",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        // The example application: a key-value store served over gRPC on a PunchNode and reached
+        // by PeerID (README, "gRPC over Punch"; Examples/PunchKV/README.md).
+        .executableTarget(
+            name: "punch-kv",
+            dependencies: [
+                "Punch",
+                "PunchGRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Examples/PunchKV"
+        ),
         // The NAT lab: network namespaces with real kernel NATs, coturn and miniupnpd, for tests
         // and `punch lab`. Linux only, needs root. Shells out to iproute2, nftables, conntrack.
         .target(
@@ -238,6 +267,18 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        // PunchGRPC on loopback: every RPC kind, deadlines, cancellation, status codes, the peer's
+        // PeerID in metadata, a connection lost mid-RPC.
+        .testTarget(
+            name: "PunchGRPCTests",
+            dependencies: [
+                "Punch",
+                "PunchGRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // Tests against real third-party programs (coturn, py-libp2p) and the built `punch` binary.

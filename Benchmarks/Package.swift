@@ -17,6 +17,8 @@ let package = Package(
         .package(name: "Punch", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
     ],
     targets: [
         .executableTarget(
@@ -31,6 +33,19 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
-        )
+        ),
+        // `punch-bench-grpc` (scripts/bench-grpc): unary RPCs per second and streaming MiB/s over
+        // a Punch connection against grpc-swift-nio-transport over plain TCP, both on loopback.
+        .executableTarget(
+            name: "punch-bench-grpc",
+            dependencies: [
+                .product(name: "Punch", package: "Punch"),
+                .product(name: "PunchGRPC", package: "Punch"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ]
 )

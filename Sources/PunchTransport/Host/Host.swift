@@ -109,6 +109,9 @@ public final class PunchHost: Sendable {
     /// The protocols this host serves, sorted.
     public var protocols: [String] { router.protocols }
 
+    /// The event loops the host's channels run on.
+    public var eventLoopGroup: any EventLoopGroup { group }
+
     // MARK: Listening
 
     /// The addresses peers can dial, each ending in `/p2p/<our PeerID>`. A wildcard listener

@@ -13,8 +13,23 @@ public enum YamuxChannelOptions {
     /// the stream closed, its last window.
     public static let receiveWindow = Types.ReceiveWindowOption()
 
+    /// The address the stream reports as its ``Channel/remoteAddress`` instead of its connection's
+    /// (settable; `nil`, the default, reports the connection's). For protocols that show their peer
+    /// by address only: PunchGRPC sets `/p2p/PEERID` as a Unix path so that gRPC's
+    /// `ServerContext.remotePeer` names the authenticated peer.
+    public static let reportedRemoteAddress = Types.ReportedRemoteAddressOption()
+
     /// The option types behind ``YamuxChannelOptions``.
     public enum Types {
+        /// The option type of ``YamuxChannelOptions/reportedRemoteAddress``.
+        public struct ReportedRemoteAddressOption: ChannelOption, Hashable, Sendable {
+            /// The address to report, or `nil` for the connection's.
+            public typealias Value = SocketAddress?
+
+            /// Creates the option key.
+            public init() {}
+        }
+
         /// The option type of ``YamuxChannelOptions/streamID``.
         public struct StreamIDOption: ChannelOption, Hashable, Sendable {
             /// The stream id.

@@ -96,7 +96,7 @@ extension YamuxStreamChannel: Channel, ChannelCore {
     var closeFuture: EventLoopFuture<Void> { self.closePromise.futureResult }
     var pipeline: ChannelPipeline { self._pipeline }
     var localAddress: SocketAddress? { self.parentChannel.localAddress }
-    var remoteAddress: SocketAddress? { self.parentChannel.remoteAddress }
+    var remoteAddress: SocketAddress? { self.status.reportedRemoteAddress ?? self.parentChannel.remoteAddress }
     var parent: Channel? { self.parentChannel }
     var isWritable: Bool { self.status.isWritable }
     var isActive: Bool { self.status.isActive }
@@ -142,6 +142,8 @@ extension YamuxStreamChannel: Channel, ChannelCore {
             }
         case _ as ChannelOptions.Types.AllowRemoteHalfClosureOption:
             self.allowRemoteHalfClosure = value as! Bool
+        case _ as YamuxChannelOptions.Types.ReportedRemoteAddressOption:
+            self.status.setReportedRemoteAddress(value as! SocketAddress?)
         default:
             throw ChannelError.operationUnsupported
         }
@@ -156,6 +158,8 @@ extension YamuxStreamChannel: Channel, ChannelCore {
             return self.allowRemoteHalfClosure as! Option.Value
         case _ as YamuxChannelOptions.Types.StreamIDOption:
             return self.streamID as! Option.Value
+        case _ as YamuxChannelOptions.Types.ReportedRemoteAddressOption:
+            return self.status.reportedRemoteAddress as! Option.Value
         case _ as YamuxChannelOptions.Types.ReceiveWindowOption:
             return (self.multiplexer.receiveWindow(ofStream: self.streamID) ?? self.releasedReceiveWindow) as! Option.Value
         default:
@@ -168,7 +172,8 @@ extension YamuxStreamChannel: Channel, ChannelCore {
     }
 
     func remoteAddress0() throws -> SocketAddress {
-        try self.parentChannel._channelCore.remoteAddress0()
+        if let reported = self.status.reportedRemoteAddress { return reported }
+        return try self.parentChannel._channelCore.remoteAddress0()
     }
 
     func register0(promise: EventLoopPromise<Void>?) {
@@ -667,10 +672,23 @@ extension YamuxStreamChannel {
 
 /// `isActive` and `isWritable` of a stream channel, readable from any thread.
 private final class StreamChannelStatus: @unchecked Sendable {
-    // Sendable: both fields are only read and written while holding `lock`.
+    // Sendable: every field is only read and written while holding `lock`.
     private let lock = NSLock()
     private var active = false
     private var writable = true
+    private var reported: SocketAddress?
+
+    var reportedRemoteAddress: SocketAddress? {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.reported
+    }
+
+    func setReportedRemoteAddress(_ value: SocketAddress?) {
+        self.lock.lock()
+        self.reported = value
+        self.lock.unlock()
+    }
 
     var isActive: Bool {
         self.lock.lock()
