@@ -30,8 +30,24 @@ public final class PunchServerTransport: ServerTransport {
     public let protocolID: String
     private let underlying: HTTP2ServerTransport.Custom<PunchListenerFactory>
 
+    /// grpc-swift-nio-transport's server defaults with two changes for Punch:
+    /// - `http2.targetWindowSize` 8 MiB (its client's default) instead of 64 KiB: a 64 KiB window
+    ///   caps what a client sends to one round trip's worth, 1.6 MB/s across a 40 ms path;
+    /// - `http2.maxConcurrentStreams` ``maximumConcurrentStreams`` instead of unlimited, so that
+    ///   one peer cannot make the server run unboundedly many handlers.
+    public static var defaultConfig: Config {
+        var config = Config.defaults
+        config.http2.targetWindowSize = 8 << 20
+        config.http2.maxConcurrentStreams = maximumConcurrentStreams
+        return config
+    }
+
+    /// The most RPCs one peer's gRPC connection may have open at once in ``defaultConfig``
+    /// (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`; further RPCs wait on the client's side).
+    public static let maximumConcurrentStreams = 256
+
     /// A transport serving gRPC on `node` under `protocolID`.
-    public init(node: PunchNode, protocolID: String = PunchGRPC.protocolID, config: Config = .defaults) {
+    public init(node: PunchNode, protocolID: String = PunchGRPC.protocolID, config: Config = defaultConfig) {
         self.node = node
         self.protocolID = protocolID
         self.underlying = HTTP2ServerTransport.Custom(

@@ -156,9 +156,13 @@ func loadAverage() -> String {
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
 let loadBefore = loadAverage()
 
-// Plain TCP: grpc-swift-nio-transport's own client and server.
+// Plain TCP: grpc-swift-nio-transport's own client and server, with the HTTP/2 settings
+// PunchServerTransport uses (its 8 MiB window rather than the Posix server's 64 KiB).
+var tcpConfig = HTTP2ServerTransport.Posix.Config.defaults
+tcpConfig.http2 = PunchServerTransport.defaultConfig.http2
 let tcpServer = GRPCServer(
-    transport: HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext),
+    transport: HTTP2ServerTransport.Posix(
+        address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext, config: tcpConfig),
     services: [BenchService()])
 let tcpServing = Task { try await tcpServer.serve() }
 guard let tcpAddress = try await tcpServer.listeningAddress?.ipv4 else { fail("the TCP server did not listen") }
@@ -206,17 +210,24 @@ for round in 0...options.repeats {
 }
 
 let loadAfter = loadAverage()
-func row(_ name: String, _ unit: String, _ figures: Figures) -> String {
-    let tcp = median(figures.tcp), punch = median(figures.punch)
-    return String(format: "%-34@ %12.1f %12.1f %8.2f  %@", name as NSString, tcp, punch, punch / tcp, unit as NSString)
+func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+    let padding = String(repeating: " ", count: max(0, width - text.count))
+    return left ? text + padding : padding + text
+}
+func number(_ value: Double, _ decimals: Int = 1) -> String { String(format: "%.\(decimals)f", value) }
+func row(_ name: String, _ tcp: String, _ punch: String, _ ratio: String, _ unit: String) -> String {
+    pad(name, 36, left: true) + pad(tcp, 11) + pad(punch, 12) + pad(ratio, 8) + "  " + unit
 }
 print("punch-bench-grpc: medians of \(options.repeats) repetitions of \(options.seconds) s; load average \(loadBefore) -> \(loadAfter)")
-print(String(format: "%-34@ %12@ %12@ %8@", "" as NSString, "gRPC/TCP" as NSString, "gRPC/Punch" as NSString, "ratio" as NSString))
-print(row("unary, \(options.callers) callers", "RPC/s", unary))
-print(row("client streaming, \(options.chunk / 1024) KiB messages", "MiB/s", upload))
-print(row("unary, 1 caller", "RPC/s", sequential))
-print(String(format: "%-34@ %12@ %12.1f %8.2f  %@", "new Punch stream per request" as NSString, "" as NSString,
-             median(perStream), median(perStream) / median(sequential.punch), "req/s (ratio: / unary over Punch, 1 caller)" as NSString))
+print(row("", "gRPC/TCP", "gRPC/Punch", "ratio", ""))
+for (name, unit, figures) in [("unary, \(options.callers) callers", "RPC/s", unary),
+                              ("client streaming, \(options.chunk / 1024) KiB messages", "MiB/s", upload),
+                              ("unary, 1 caller", "RPC/s", sequential)] {
+    let tcp = median(figures.tcp), punch = median(figures.punch)
+    print(row(name, number(tcp), number(punch), number(punch / tcp, 2), unit))
+}
+print(row("new Punch stream per request", "", number(median(perStream)), number(median(perStream) / median(sequential.punch), 2),
+          "req/s (ratio: / unary over Punch, 1 caller)"))
 if options.json {
     let object: [String: Any] = [
         "unary_tcp_rps": median(unary.tcp), "unary_punch_rps": median(unary.punch),
