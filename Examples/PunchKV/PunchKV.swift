@@ -19,7 +19,7 @@ struct PunchKV: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "punch-kv",
         abstract: "A key-value store over gRPC, between peers behind NATs, reached by PeerID (a Punch example).",
-        subcommands: [Serve.self, Put.self, Get.self, List.self, Stress.self]
+        subcommands: [Serve.self, Put.self, Get.self, List.self, Stress.self, Latency.self]
     )
 }
 
@@ -97,6 +97,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let punchNode = try node.node(reserve: true)
+        Echo.register(on: punchNode.host)  // for `punch-kv latency`'s new-stream requests
         let events = punchNode.events
         let addresses = try await punchNode.start()
         report(["event": "listening", "peer_id": "\(punchNode.peerID)", "addrs": addresses.map { "\($0)" }])
