@@ -90,7 +90,8 @@ struct Stress: AsyncParsableCommand {
                 request: ClientRequest(message: KV.Entry(key: "stress/first", value: "1")), descriptor: KV.put,
                 serializer: JSONMessageCoder<KV.Entry>(), deserializer: JSONMessageCoder<KV.Stored>(), options: .defaults
             ) { try $0.message }
-            report(["event": "connected", "peer_id": "\(server)", "path": await path(), "stored_by": stored.storedBy])
+            let firstPath = await path()
+            report(["event": "connected", "peer_id": "\(server)", "path": firstPath, "stored_by": stored.storedBy])
 
             // 2. A stream opened now runs across the upgrade.
             let stopEarly = Atomic(false)
@@ -105,6 +106,9 @@ struct Stress: AsyncParsableCommand {
                     report(["event": "upgrade_failed", "message": "\(error)"])
                     if requireDirect { errors.append("no direct connection: \(error)") }
                 }
+            } else if firstPath == "relayed", let direct = await node.connection(to: server), direct.path == .direct {
+                // The punch (which the server starts at once) finished before we asked.
+                report(["event": "upgraded", "path": "direct", "remote_addr": direct.remoteAddress.map { "\($0)" } ?? ""])
             }
 
             // 4. The streams, over the connection the node keeps now.
